@@ -1,0 +1,64 @@
+"""The Trial record: one configuration's life in an experiment, as the controller sees it.
+
+Schedulers and stoppers receive these; they read ``trial_id``, ``config``, ``status``,
+``last_result``, ``checkpoint`` and may call nothing that does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+PENDING = "PENDING"
+RUNNING = "RUNNING"
+PAUSED = "PAUSED"
+TERMINATED = "TERMINATED"
+ERROR = "ERROR"
+
+STATUSES = (PENDING, RUNNING, PAUSED, TERMINATED, ERROR)
+
+
+@dataclass(eq=False)
+class Trial:
+    """One trial of an experiment.
+
+    ``eq=False`` keeps identity semantics: trials are used as dict keys by schedulers.
+    """
+
+    trial_id: str
+    config: Dict[str, Any]
+    trainable_name: str
+    experiment_tag: str = ""
+    evaluated_params: Dict[str, Any] = field(default_factory=dict)
+    dirname: str = ""                      # relative to the experiment dir
+    status: str = PENDING
+    last_result: Dict[str, Any] = field(default_factory=dict)
+    num_failures: int = 0
+    error_file: Optional[str] = None
+    error_msg: Optional[str] = None
+    # name of the latest persisted checkpoint dir (e.g. "checkpoint_000003"), or None
+    checkpoint_dir_name: Optional[str] = None
+    # the latest Checkpoint object (tunelib.checkpoint.Checkpoint), set by the controller
+    checkpoint: Any = None
+    # a checkpoint to start from instead of the trial's own (PBT exploit, restore)
+    restore_from: Any = None
+    resources: Dict[str, float] = field(default_factory=lambda: {"cpu": 1.0})
+    custom_trial_name: Optional[str] = None
+    start_time: Optional[float] = None
+    # number of the trial in creation order (0, 1, ...), part of the dir name
+    index: int = 0
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (TERMINATED, ERROR)
+
+    def __str__(self) -> str:
+        return self.custom_trial_name or f"{self.trainable_name}_{self.trial_id}"
+
+    __repr__ = __str__
+
+    def set_config(self, config: Dict[str, Any]) -> None:
+        self.config = config
+
+    def set_experiment_tag(self, tag: str) -> None:
+        self.experiment_tag = tag
