@@ -47,6 +47,15 @@ class Trial:
     start_time: Optional[float] = None
     # number of the trial in creation order (0, 1, ...), part of the dir name
     index: int = 0
+    # (checkpoint dir name, metrics) of the checkpoints kept on storage, oldest first
+    kept_checkpoints: list = field(default_factory=list)
+    next_checkpoint_index: int = 0
+    # how many attempts (first run, retries, resumes after a pause) have started
+    attempts: int = 0
+    # what the latest checkpoint was taken at: (training_iteration, time_total_s)
+    checkpoint_progress: tuple = (0, 0.0)
+    # iteration count of the first result, to validate metric/mode once per trial
+    results_seen: int = 0
 
     @property
     def is_finished(self) -> bool:

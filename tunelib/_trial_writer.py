@@ -1,0 +1,325 @@
+"""Writes one trial's files in Ray's layout: params, result.json, progress.csv, checkpoints, errors.
+
+It runs where the trial runs (a worker process), so every reported result is on storage
+before ``report()`` returns, whatever happens to the driver. Three backends:
+
+- ``LocalBackend``: plain files, appended and flushed per result (the fast, common case);
+- ``FsBackend``: any pyarrow filesystem (s3://...); object stores cannot append, so the
+  text files are rewritten whole, at most every ``flush_period_s`` and when the trial ends;
+- ``ForwardBackend``: for storage only the driver's process can see (``memory://``): each
+  operation is sent to the driver, which applies it with an ``FsBackend``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import pickle
+import shutil
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.csv"
+PARAMS_FILE = "params.json"
+PARAMS_PKL = "params.pkl"
+ERROR_FILE = "error.txt"
+ERROR_PKL = "error.pkl"
+
+
+def checkpoint_dir_name(index: int) -> str:
+    return f"checkpoint_{index:06d}"
+
+
+def flatten_dict(d: Dict[str, Any], delimiter: str = "/", prefix: str = "") -> Dict[str, Any]:
+    """Flatten nested dicts into ``a/b`` keys, as Ray's progress.csv and dataframes do."""
+    out: Dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_dict(value, delimiter, name + delimiter))
+        else:
+            out[name] = value
+    return out
+
+
+class _JSONEncoder(json.JSONEncoder):
+    """Numbers from numpy and other objects must not break a trial's log."""
+
+    def default(self, o):
+        if hasattr(o, "item") and callable(o.item):
+            try:
+                return o.item()
+            except (TypeError, ValueError):
+                pass
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        return repr(o)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, cls=_JSONEncoder)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class LocalBackend:
+    """Files on the local filesystem; text files stay open for appending."""
+
+    def __init__(self, root: str):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self._handles: Dict[str, io.TextIOWrapper] = {}
+
+    def append_text(self, rel: str, text: str) -> None:
+        handle = self._handles.get(rel)
+        if handle is None:
+            handle = self._handles[rel] = open(os.path.join(self.root, rel), "a", encoding="utf-8")
+        handle.write(text)
+        handle.flush()
+
+    def read_text(self, rel: str) -> Optional[str]:
+        try:
+            with open(os.path.join(self.root, rel), encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        path = os.path.join(self.root, rel)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def upload_dir(self, local_dir: str, rel: str) -> None:
+        dest = os.path.join(self.root, rel)
+        if os.path.exists(dest):
+            shutil.rmtree(dest)
+        shutil.copytree(local_dir, dest)
+
+    def delete_dir(self, rel: str) -> None:
+        shutil.rmtree(os.path.join(self.root, rel), ignore_errors=True)
+
+    def flush(self, final: bool = False) -> None:
+        if final:
+            for handle in self._handles.values():
+                handle.close()
+            self._handles.clear()
+
+
+class FsBackend:
+    """Any pyarrow filesystem. Appends are buffered and the whole file rewritten."""
+
+    def __init__(self, fs, root: str, flush_period_s: float = 5.0):
+        from tunelib import storage
+
+        self._storage = storage
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.flush_period_s = flush_period_s
+        self._texts: Dict[str, List[str]] = {}
+        self._dirty: set = set()
+        self._last_flush = 0.0
+        fs.create_dir(self.root, recursive=True)
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def read_text(self, rel: str) -> Optional[str]:
+        if rel in self._texts:
+            return "".join(self._texts[rel])
+        if not self._storage.exists(self.fs, self._path(rel)):
+            return None
+        return self._storage.read_text(self.fs, self._path(rel))
+
+    def append_text(self, rel: str, text: str) -> None:
+        chunks = self._texts.get(rel)
+        if chunks is None:
+            existing = self.read_text(rel)
+            chunks = self._texts[rel] = [existing] if existing else []
+        chunks.append(text)
+        self._dirty.add(rel)
+        if time.monotonic() - self._last_flush >= self.flush_period_s:
+            self.flush()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        self._storage.write_bytes(self.fs, self._path(rel), data)
+
+    def upload_dir(self, local_dir: str, rel: str) -> None:
+        self._storage.delete_dir(self.fs, self._path(rel))
+        self._storage.upload_dir(local_dir, self.fs, self._path(rel))
+
+    def delete_dir(self, rel: str) -> None:
+        self._storage.delete_dir(self.fs, self._path(rel))
+
+    def flush(self, final: bool = False) -> None:
+        for rel in sorted(self._dirty):
+            self._storage.write_text(self.fs, self._path(rel), "".join(self._texts[rel]))
+        self._dirty.clear()
+        self._last_flush = time.monotonic()
+
+
+class ForwardBackend:
+    """Sends every operation to the driver, for storage that lives in the driver's memory."""
+
+    def __init__(self, send: Callable[[tuple], None], trial_dirname: str):
+        self._send = send
+        self._dir = trial_dirname
+
+    def append_text(self, rel: str, text: str) -> None:
+        self._send(("fs", "append_text", self._dir, rel, text))
+
+    def read_text(self, rel: str) -> Optional[str]:
+        # Progress headers of an earlier attempt are rebuilt from result.json by the driver.
+        return None
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        self._send(("fs", "write_bytes", self._dir, rel, data))
+
+    def upload_dir(self, local_dir: str, rel: str) -> None:
+        files: List[Tuple[str, bytes]] = []
+        for base, _dirs, names in os.walk(local_dir):
+            for name in names:
+                full = os.path.join(base, name)
+                with open(full, "rb") as f:
+                    files.append((os.path.relpath(full, local_dir), f.read()))
+        self._send(("fs", "upload_files", self._dir, rel, files))
+
+    def delete_dir(self, rel: str) -> None:
+        self._send(("fs", "delete_dir", self._dir, rel, None))
+
+    def flush(self, final: bool = False) -> None:
+        pass
+
+
+def apply_forwarded(backend, op: str, rel: str, payload) -> None:
+    """Driver side of ``ForwardBackend``: apply one operation to a real backend."""
+    if op == "append_text":
+        backend.append_text(rel, payload)
+    elif op == "write_bytes":
+        backend.write_bytes(rel, payload)
+    elif op == "delete_dir":
+        backend.delete_dir(rel)
+    elif op == "upload_files":
+        for name, data in payload:
+            backend.write_bytes(f"{rel}/{name}", data)
+    else:
+        raise ValueError(f"unknown forwarded storage operation {op!r}")
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+def _score(metrics: Dict[str, Any], attribute: Optional[str]) -> Optional[float]:
+    if attribute is None:
+        return None
+    value = metrics.get(attribute)
+    if value is None:
+        value = flatten_dict(metrics).get(attribute)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def select_kept(kept: List[Tuple[str, Dict[str, Any]]], checkpoint_config) -> set:
+    """Names of the checkpoints ``CheckpointConfig`` keeps: the best ``num_to_keep`` by
+    score (or the most recent), plus always the latest, which a retry restores from."""
+    cfg = checkpoint_config
+    if cfg is None or cfg.num_to_keep is None or len(kept) <= cfg.num_to_keep:
+        return {name for name, _ in kept}
+    attr = cfg.checkpoint_score_attribute
+    if attr is None:
+        ranked = list(reversed(kept))
+    else:
+        sign = 1.0 if cfg.checkpoint_score_order == "max" else -1.0
+
+        def key(item):
+            score = _score(item[1], attr)
+            return (score is not None, sign * score if score is not None else 0.0)
+
+        ranked = sorted(kept, key=key, reverse=True)
+    keep = {name for name, _ in ranked[: cfg.num_to_keep]}
+    keep.add(kept[-1][0])
+    return keep
+
+
+class TrialWriter:
+    """Appends a trial's results and persists its checkpoints, keeping ``num_to_keep``."""
+
+    def __init__(
+        self,
+        backend,
+        checkpoint_config=None,
+        kept_checkpoints: Optional[List[Tuple[str, Dict[str, Any]]]] = None,
+        progress_header: Optional[List[str]] = None,
+    ):
+        self.backend = backend
+        self.checkpoint_config = checkpoint_config
+        # (dir name, metrics) of the checkpoints on storage, oldest first
+        self.kept: List[Tuple[str, Dict[str, Any]]] = list(kept_checkpoints or [])
+        self._csv_fields: Optional[List[str]] = progress_header
+        if self._csv_fields is None:
+            existing = backend.read_text(PROGRESS_FILE)
+            if existing:
+                self._csv_fields = next(csv.reader(io.StringIO(existing)), None)
+
+    def write_params(self, config: Dict[str, Any]) -> None:
+        self.backend.write_bytes(PARAMS_FILE, json.dumps(config, indent=2, cls=_JSONEncoder,
+                                                         sort_keys=True).encode())
+        try:
+            data = pickle.dumps(config)
+        except Exception:  # configs holding functions: cloudpickle knows them
+            import cloudpickle
+
+            data = cloudpickle.dumps(config)
+        self.backend.write_bytes(PARAMS_PKL, data)
+
+    def append_result(self, result: Dict[str, Any]) -> None:
+        self.backend.append_text(RESULT_FILE, _dumps(result) + "\n")
+        flat = flatten_dict({k: v for k, v in result.items() if k != "config"})
+        buf = io.StringIO()
+        if self._csv_fields is None:
+            self._csv_fields = list(flat)
+            csv.writer(buf).writerow(self._csv_fields)
+        csv.DictWriter(buf, self._csv_fields, extrasaction="ignore").writerow(flat)
+        self.backend.append_text(PROGRESS_FILE, buf.getvalue())
+
+    def persist_checkpoint(self, local_dir: str, index: int, metrics: Dict[str, Any]) -> str:
+        """Copy a reported checkpoint dir to storage; returns its dir name."""
+        name = checkpoint_dir_name(index)
+        self.backend.upload_dir(local_dir, name)
+        self.kept.append((name, metrics))
+        self._apply_retention()
+        return name
+
+    def _apply_retention(self) -> None:
+        keep = select_kept(self.kept, self.checkpoint_config)
+        for name, _ in self.kept:
+            if name not in keep:
+                self.backend.delete_dir(name)
+        self.kept = [item for item in self.kept if item[0] in keep]
+
+    def write_error(self, error_text: str, exc: Optional[BaseException], failure_number: int) -> None:
+        """Append to error.txt (Ray's format) and replace error.pkl with the latest error."""
+        header = f"Failure # {failure_number} (occurred at {time.strftime('%Y-%m-%d_%H-%M-%S')})\n"
+        previous = self.backend.read_text(ERROR_FILE) or ""
+        self.backend.write_bytes(ERROR_FILE, (previous + header + error_text + "\n").encode())
+        if exc is not None:
+            try:
+                data = pickle.dumps(exc)
+                pickle.loads(data)
+            except Exception:
+                from tunelib.error import TrialFailedError
+
+                data = pickle.dumps(TrialFailedError(error_text))
+            self.backend.write_bytes(ERROR_PKL, data)
+
+    def close(self) -> None:
+        self.backend.flush(final=True)

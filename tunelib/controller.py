@@ -1,0 +1,542 @@
+"""The experiment loop: trials move PENDING → RUNNING → (PAUSED) → TERMINATED | ERROR.
+
+The controller asks the search algorithm for configs while workers are free, hands trials
+to the executor, and answers every reported result with the decision of the stopper and
+the scheduler. It never touches Prefect: what happens is told to a ``Recorder`` (cheap,
+queued calls), which is the only thing that writes to Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from tunelib import trial as T
+from tunelib._trial_writer import ERROR_FILE, ERROR_PKL, flatten_dict, select_kept
+from tunelib.error import TuneError
+from tunelib.executor.base import TrialEvent, TrialSpec
+from tunelib.session import CONTINUE, PAUSE, STOP
+
+logger = logging.getLogger("tunelib")
+
+_STATE_SAVE_PERIOD_S = 5.0
+_PROGRESS_PERIOD_S = 5.0
+
+
+@dataclass
+class ExperimentSpec:
+    """An experiment, normalised from Tuner / tune.run arguments."""
+
+    name: str
+    trainable_name: str
+    trainable_key: str
+    experiment_path: str          # on ``fs``
+    experiment_uri: str           # what users see (a path or URL)
+    fs: Any
+    storage_filesystem: Any
+    param_space: Dict[str, Any]
+    num_samples: int
+    metric: Optional[str]
+    mode: Optional[str]
+    checkpoint_config: Any
+    max_failures: int
+    fail_fast: Any
+    time_budget_s: Optional[float]
+    max_concurrent: int
+    resources: Dict[str, float]
+    reuse_actors: bool = False
+    trial_name_creator: Optional[Callable] = None
+    trial_dirname_creator: Optional[Callable] = None
+    verbose: int = 1
+    session_str: str = field(default_factory=lambda: time.strftime("%Y-%m-%d_%H-%M-%S"))
+
+
+class Controller:
+    """Runs one experiment to completion (see module docstring)."""
+
+    def __init__(self, spec: ExperimentSpec, executor, recorder, search_alg, scheduler, stopper,
+                 callbacks=None):
+        self.spec = spec
+        self.executor = executor
+        self.recorder = recorder
+        self.search_alg = search_alg
+        self.scheduler = scheduler
+        self.stopper = stopper
+        self.callbacks = list(callbacks or [])
+        self.trials: List[T.Trial] = []
+        self._by_id: Dict[str, T.Trial] = {}
+        self._running: Dict[str, T.Trial] = {}
+        self._stopping: set = set()     # trials told to stop, waiting for their "done"
+        self._exploits: Dict[str, tuple] = {}
+        self._id_prefix = uuid.uuid4().hex[:5]
+        self._search_finished = False
+        self._stop_all = False
+        self._stop_reason = ""
+        self._fatal: Optional[BaseException] = None
+        self._last_state_save = 0.0
+        self._last_progress = time.monotonic()
+        self._start = time.time()
+        self._iteration = 0
+        # decisions a scheduler asked for on trials other than the one it was deciding on
+        self._queued_decisions: Dict[str, str] = {}
+
+    # ------------------------------------------------------------------ SchedulerController
+    def get_trials(self) -> List[T.Trial]:
+        return self.trials
+
+    def get_live_trials(self) -> List[T.Trial]:
+        return [t for t in self.trials if not t.is_finished]
+
+    def pause_trial(self, trial: T.Trial, should_checkpoint: bool = True) -> None:
+        """Pause a trial that is not the one being decided on (the scheduler returns PAUSE for
+        that one): it is told at its next report."""
+        if trial.trial_id in self._running:
+            self._queued_decisions[trial.trial_id] = PAUSE
+        elif trial.status == T.PENDING:
+            trial.status = T.PAUSED
+
+    def stop_trial(self, trial: T.Trial) -> None:
+        if trial.trial_id in self._running:
+            self._queued_decisions[trial.trial_id] = STOP
+        elif not trial.is_finished:
+            self._finish(trial, T.TERMINATED, "stopped by the scheduler")
+
+    def exploit(self, trial: T.Trial, donor_trial: T.Trial, new_config: Dict[str, Any],
+                new_tag: Optional[str] = None) -> None:
+        """When ``trial`` pauses, restart it from ``donor_trial``'s latest checkpoint with
+        ``new_config`` (population-based training)."""
+        self._exploits[trial.trial_id] = (donor_trial, new_config, new_tag)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        spec = self.spec
+        self.recorder.experiment_started(
+            spec.name, {"param_space": _jsonable(spec.param_space), "num_samples": spec.num_samples,
+                        "metric": spec.metric, "mode": spec.mode}, [spec.name],
+        )
+        try:
+            while True:
+                self._check_budget()
+                self._launch_trials()
+                if self._fatal is not None:
+                    break
+                if not self._running and not self._has_startable_trials():
+                    if self._search_finished or self._stop_all:
+                        break
+                for event in self.executor.poll(0.2 if self._running else 0.01):
+                    self._handle(event)
+                    if self._fatal is not None:
+                        break
+                if self._fatal is not None:
+                    break
+                now = time.monotonic()
+                if now - self._last_state_save > _STATE_SAVE_PERIOD_S:
+                    self.save_state()
+                if spec.verbose and now - self._last_progress > _PROGRESS_PERIOD_S:
+                    self._print_progress()
+        finally:
+            for trial_id in list(self._running):
+                self.executor.kill_trial(trial_id)
+                trial = self._by_id[trial_id]
+                self._running.pop(trial_id, None)
+                if not trial.is_finished:
+                    self._finish(trial, T.TERMINATED if self._fatal is None else T.ERROR,
+                                 self._stop_reason or "experiment ended")
+            self.save_state()
+            self._after_experiment()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _after_experiment(self) -> None:
+        counts: Dict[str, int] = {}
+        for trial in self.trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        rows = [
+            {"trial": str(t), "status": t.status, "iterations": t.last_result.get(
+                "training_iteration", 0), **_summary_metrics(t, self.spec.metric)}
+            for t in self.trials
+        ]
+        status = "FAILED" if self._fatal is not None or counts.get(T.ERROR) else "COMPLETED"
+        self.recorder.experiment_finished(status, rows)
+        for cb in self.callbacks:
+            hook = getattr(cb, "on_experiment_end", None)
+            if hook:
+                hook(trials=self.trials)
+        if self.spec.verbose:
+            self._print_progress(final=True)
+
+    def _check_budget(self) -> None:
+        if self._stop_all:
+            return
+        budget = self.spec.time_budget_s
+        if budget is not None and time.time() - self._start >= budget:
+            self._stop_everything(f"time budget of {budget:g} s reached")
+        elif self.stopper is not None and self.stopper.stop_all():
+            self._stop_everything("the stopper ended the experiment")
+
+    def _stop_everything(self, reason: str) -> None:
+        self._stop_all = True
+        self._stop_reason = reason
+        for trial_id in list(self._running):
+            trial = self._by_id[trial_id]
+            self.executor.kill_trial(trial_id)
+            self._running.pop(trial_id, None)
+            self._finish(trial, T.TERMINATED, reason)
+        for trial in self.trials:
+            if trial.status in (T.PENDING, T.PAUSED):
+                self._finish(trial, T.TERMINATED, reason)
+
+    # ------------------------------------------------------------------ launching
+    def _has_startable_trials(self) -> bool:
+        return any(t.status in (T.PENDING, T.PAUSED) for t in self.trials)
+
+    def _launch_trials(self) -> None:
+        while (
+            not self._stop_all
+            and len(self._running) < self.spec.max_concurrent
+            and self.executor.has_free_slot()
+        ):
+            if not any(t.status == T.PENDING for t in self.trials) and not self._search_finished:
+                self._create_trial()
+            trial = self.scheduler.choose_trial_to_run(self)
+            if trial is None:
+                return
+            self._start_attempt(trial)
+
+    def _create_trial(self) -> Optional[T.Trial]:
+        index = len(self.trials)
+        trial_id = f"{self._id_prefix}_{index:05d}"
+        suggestion = self.search_alg.next_suggestion(trial_id)
+        if suggestion is None:
+            if self.search_alg.is_finished():
+                self._search_finished = True
+            return None
+        spec = self.spec
+        trial = T.Trial(
+            trial_id=trial_id,
+            config=suggestion.config,
+            trainable_name=spec.trainable_name,
+            experiment_tag=suggestion.experiment_tag,
+            evaluated_params=suggestion.evaluated_params,
+            resources=dict(spec.resources),
+            index=index,
+        )
+        if spec.trial_name_creator is not None:
+            trial.custom_trial_name = str(spec.trial_name_creator(trial))
+        if spec.trial_dirname_creator is not None:
+            trial.dirname = _safe_dirname(str(spec.trial_dirname_creator(trial)))
+        else:
+            trial.dirname = _default_dirname(trial)
+        self.trials.append(trial)
+        self._by_id[trial_id] = trial
+        self.scheduler.on_trial_add(self, trial)
+        return trial
+
+    def _start_attempt(self, trial: T.Trial) -> None:
+        spec = self.spec
+        restore = None
+        start_iteration, start_time_total = 0, 0.0
+        exploit = self._exploits.pop(trial.trial_id, None)
+        if exploit is not None:
+            donor, new_config, new_tag = exploit
+            trial.config = new_config
+            if new_tag:
+                trial.experiment_tag = new_tag
+            if donor.checkpoint_dir_name:
+                restore = f"{spec.experiment_path}/{donor.dirname}/{donor.checkpoint_dir_name}"
+                start_iteration, start_time_total = donor.checkpoint_progress
+        elif trial.checkpoint_dir_name:
+            restore = f"{spec.experiment_path}/{trial.dirname}/{trial.checkpoint_dir_name}"
+            start_iteration, start_time_total = trial.checkpoint_progress
+        if restore is not None:
+            trial.checkpoint_progress = (start_iteration, start_time_total)
+        attempt = trial.attempts
+        trial.attempts += 1
+        trial.status = T.RUNNING
+        trial.start_time = trial.start_time or time.time()
+        trial.results_seen = 0
+        self._running[trial.trial_id] = trial
+        self.executor.start_trial(TrialSpec(
+            trial_id=trial.trial_id,
+            trial_name=str(trial),
+            trial_dirname=trial.dirname,
+            experiment_name=spec.name,
+            experiment_uri=spec.experiment_uri,
+            trial_path=f"{spec.experiment_path}/{trial.dirname}",
+            trainable_key=spec.trainable_key,
+            config=trial.config,
+            resources=trial.resources,
+            checkpoint_config=spec.checkpoint_config,
+            restore_checkpoint=restore,
+            start_iteration=start_iteration,
+            start_time_total=start_time_total,
+            next_checkpoint_index=trial.next_checkpoint_index,
+            kept_checkpoints=list(trial.kept_checkpoints),
+            failure_number=trial.num_failures,
+            write_params=attempt == 0 or exploit is not None,
+            reuse_actor=spec.reuse_actors,
+            storage_filesystem=spec.storage_filesystem,
+        ))
+        self.recorder.trial_started(trial.trial_id, str(trial), trial.config, spec.max_failures,
+                                    attempt)
+
+    # ------------------------------------------------------------------ events
+    def _handle(self, event: TrialEvent) -> None:
+        trial = self._by_id.get(event.trial_id)
+        if trial is None:
+            return
+        if event.kind == "result":
+            self._on_result(trial, event)
+        elif event.kind == "done":
+            self._running.pop(trial.trial_id, None)
+            self._stopping.discard(trial.trial_id)
+            if event.checkpoint_name:
+                self._note_checkpoint(trial, event.checkpoint_name, trial.last_result)
+            self._finish(trial, T.TERMINATED, "")
+        elif event.kind == "paused":
+            self._running.pop(trial.trial_id, None)
+            if event.checkpoint_name:
+                self._note_checkpoint(trial, event.checkpoint_name, trial.last_result)
+            trial.status = T.PAUSED
+            self.recorder.trial_paused(trial.trial_id)
+        elif event.kind == "error":
+            self._running.pop(trial.trial_id, None)
+            self._on_error(trial, event)
+
+    def _on_result(self, trial: T.Trial, event: TrialEvent) -> None:
+        result = event.result
+        trial.results_seen += 1
+        if trial.results_seen == 1:
+            self._validate_metric(trial, result)
+            if self._fatal is not None:
+                self.executor.decide(trial.trial_id, STOP)
+                return
+        trial.last_result = result
+        if event.checkpoint_name:
+            self._note_checkpoint(trial, event.checkpoint_name, result)
+        decision = self._queued_decisions.pop(trial.trial_id, CONTINUE)
+        if decision == CONTINUE:
+            try:
+                if self.stopper is not None and self.stopper(trial.trial_id, result):
+                    decision = STOP
+                else:
+                    decision = self.scheduler.on_trial_result(self, trial, result)
+            except Exception as exc:  # a misconfigured stopper/scheduler: stop, and say why
+                self._fatal = exc
+                self.executor.decide(trial.trial_id, STOP)
+                return
+        self.search_alg.on_trial_result(trial.trial_id, result)
+        self.recorder.trial_result(trial.trial_id, result)
+        for cb in self.callbacks:
+            hook = getattr(cb, "on_trial_result", None)
+            if hook:
+                hook(iteration=self._iteration, trials=self.trials, trial=trial, result=result)
+        self._iteration += 1
+        if decision not in (CONTINUE, PAUSE, STOP):
+            decision = CONTINUE  # NOOP and unknown answers keep the trial going
+        if decision == STOP:
+            self._stopping.add(trial.trial_id)
+        self.executor.decide(trial.trial_id, decision)
+
+    def _validate_metric(self, trial: T.Trial, result: Dict[str, Any]) -> None:
+        metric = self.spec.metric
+        if metric is None or metric in result or result.get("done"):
+            return
+        if metric in flatten_dict(result):
+            return
+        reported = sorted(k for k in result if k != "config")
+        self._fatal = TuneError(
+            f"Trial {trial} returned a result which did not include the metric {metric!r} "
+            f"that TuneConfig(metric=...) / tune.run(metric=...) expects. "
+            f"Reported keys: {reported}."
+        )
+
+    def _note_checkpoint(self, trial: T.Trial, name: str, result: Dict[str, Any]) -> None:
+        trial.kept_checkpoints.append((name, result))
+        keep = select_kept(trial.kept_checkpoints, self.spec.checkpoint_config)
+        trial.kept_checkpoints = [k for k in trial.kept_checkpoints if k[0] in keep]
+        trial.checkpoint_dir_name = name
+        trial.next_checkpoint_index = int(name.rsplit("_", 1)[1]) + 1
+        trial.checkpoint_progress = (
+            result.get("training_iteration", 0), result.get("time_total_s", 0.0)
+        )
+
+    def _on_error(self, trial: T.Trial, event: TrialEvent) -> None:
+        trial.num_failures += 1
+        max_failures = self.spec.max_failures
+        will_retry = (max_failures < 0 or trial.num_failures <= max_failures) and not self._stop_all
+        if event.error is None and event.error_text:
+            self._write_error_file(trial, event.error_text)
+        trial.error_msg = event.error_text
+        trial.error_file = ERROR_FILE
+        self.recorder.trial_failed(trial.trial_id, event.error_text or "", will_retry)
+        if will_retry:
+            logger.warning("Trial %s failed (failure %d); retrying from %s.", trial,
+                           trial.num_failures, trial.checkpoint_dir_name or "the start")
+            trial.status = T.PENDING
+            return
+        self.scheduler.on_trial_error(self, trial)
+        self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None, error=True)
+        trial.status = T.ERROR
+        self.recorder.trial_finished(trial.trial_id, T.ERROR, _last_line(event.error_text))
+        if self.spec.verbose:
+            print(f"Trial {trial} errored after {trial.num_failures} failure(s): "
+                  f"{_last_line(event.error_text)}")
+        if self.spec.fail_fast == "raise":
+            self._fatal = event.error or TuneError(event.error_text)
+        elif self.spec.fail_fast:
+            self._stop_everything(f"trial {trial} failed and fail_fast is set")
+
+    def _write_error_file(self, trial: T.Trial, text: str) -> None:
+        """The worker died before it could write error.txt itself."""
+        from tunelib import storage
+
+        path = f"{self.spec.experiment_path}/{trial.dirname}/{ERROR_FILE}"
+        previous = storage.read_text(self.spec.fs, path) if storage.exists(self.spec.fs, path) else ""
+        header = f"Failure # {trial.num_failures} (occurred at {time.strftime('%Y-%m-%d_%H-%M-%S')})\n"
+        storage.write_text(self.spec.fs, path, previous + header + text + "\n")
+        import pickle
+
+        storage.write_bytes(self.spec.fs, f"{self.spec.experiment_path}/{trial.dirname}/{ERROR_PKL}",
+                            pickle.dumps(TuneError(text)))
+
+    def _finish(self, trial: T.Trial, status: str, message: str) -> None:
+        trial.status = status
+        if trial.last_result:
+            trial.last_result = dict(trial.last_result, done=True)
+        if status == T.TERMINATED:
+            self.scheduler.on_trial_complete(self, trial, trial.last_result)
+            self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None)
+        recorded = "STOPPED" if message and status == T.TERMINATED else status
+        self.recorder.trial_finished(trial.trial_id, recorded, message)
+        for cb in self.callbacks:
+            hook = getattr(cb, "on_trial_complete", None)
+            if hook:
+                hook(iteration=self._iteration, trials=self.trials, trial=trial)
+
+    # ------------------------------------------------------------------ state and progress
+    def save_state(self) -> None:
+        """Write ``experiment_state-<session>.json`` in Ray's structure (JSON fields only)."""
+        from tunelib import storage
+
+        self._last_state_save = time.monotonic()
+        data = {
+            "trial_data": [_trial_json(t, self.spec) for t in self.trials],
+            "runner_data": {
+                "_metric": self.spec.metric,
+                "_session_str": self.spec.session_str,
+                "_start_time": self._start,
+                "_total_time": time.time() - self._start,
+                "_iteration": self._iteration,
+                "_has_errored": any(t.status == T.ERROR for t in self.trials),
+                "_should_stop_experiment": self._stop_all,
+                "_tunelib": {"mode": self.spec.mode, "name": self.spec.name},
+            },
+            "stats": {"start_time": self._start},
+        }
+        path = f"{self.spec.experiment_path}/experiment_state-{self.spec.session_str}.json"
+        storage.write_text(self.spec.fs, path, json.dumps(data, default=repr))
+
+    def _print_progress(self, final: bool = False) -> None:
+        self._last_progress = time.monotonic()
+        counts: Dict[str, int] = {}
+        for trial in self.trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        elapsed = time.time() - self._start
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        head = "Experiment finished" if final else "Experiment running"
+        line = f"== {head}: {self.spec.name} | {elapsed:.1f} s | {len(self.trials)} trials: {parts}"
+        metric = self.spec.metric
+        best = _best_so_far(self.trials, metric, self.spec.mode)
+        if best is not None:
+            line += f" | best {metric}={best.last_result.get(metric)!r} ({best})"
+        print(line, flush=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _jsonable(value):
+    try:
+        return json.loads(json.dumps(value, default=repr))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _last_line(text: Optional[str]) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _summary_metrics(trial: T.Trial, metric: Optional[str]) -> Dict[str, Any]:
+    if metric and metric in trial.last_result:
+        return {metric: trial.last_result[metric]}
+    return {}
+
+
+def _best_so_far(trials, metric, mode) -> Optional[T.Trial]:
+    if not metric or mode not in ("min", "max"):
+        return None
+    best, best_value = None, None
+    for trial in trials:
+        value = trial.last_result.get(metric)
+        if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if best is None or (value < best_value if mode == "min" else value > best_value):
+            best, best_value = trial, value
+    return best
+
+
+def _safe_dirname(name: str) -> str:
+    import re
+
+    return re.sub(r'[/()<>:"\\|?*]', "_", name)
+
+
+def _default_dirname(trial: T.Trial) -> str:
+    """Ray's trial dir name: ``<trial name>_<experiment tag>[:130]_<date>``."""
+    import os
+
+    max_len = int(os.environ.get("TUNE_MAX_LEN_IDENTIFIER", "130"))
+    name = f"{trial}_{trial.experiment_tag}"[:max_len]
+    return _safe_dirname(f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+
+
+def _trial_json(trial: T.Trial, spec: ExperimentSpec) -> List[str]:
+    info = {
+        "stub": False,
+        "trainable_name": trial.trainable_name,
+        "trial_id": trial.trial_id,
+        "config": _jsonable(trial.config),
+        "evaluated_params": _jsonable(trial.evaluated_params),
+        "experiment_tag": trial.experiment_tag,
+        "stopping_criterion": {},
+        "max_failures": spec.max_failures,
+        "status": trial.status,
+        "relative_logdir": trial.dirname,
+        "custom_trial_name": trial.custom_trial_name,
+        "custom_dirname": None,
+        "restore_path": None,
+    }
+    runtime = {
+        "start_time": trial.start_time,
+        "num_failures": trial.num_failures,
+        "num_failures_after_restore": 0,
+        "error_filename": trial.error_file if trial.status == T.ERROR or trial.num_failures else None,
+        "pickled_error_filename": ERROR_PKL if trial.error_file else None,
+        "last_result": _jsonable(trial.last_result),
+        "last_result_time": trial.last_result.get("timestamp"),
+        "tunelib": {
+            "checkpoint_dir_name": trial.checkpoint_dir_name,
+            "kept_checkpoints": [name for name, _ in trial.kept_checkpoints],
+            "next_checkpoint_index": trial.next_checkpoint_index,
+            "checkpoint_progress": list(trial.checkpoint_progress),
+            "attempts": trial.attempts,
+        },
+    }
+    return [json.dumps(info, indent=2, default=repr), json.dumps(runtime, indent=2, default=repr)]

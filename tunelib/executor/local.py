@@ -1,0 +1,281 @@
+"""The local executor: a pool of long-lived worker processes on this machine.
+
+Workers are started once per experiment (in parallel, while the first trials are being
+prepared), reused across trials, and talk to the driver over Unix-socket connections.
+A worker that dies (segfault, SIGKILL, out of memory) shows up as an EOF on its
+connection: its trial gets an ``error`` event and a fresh worker takes its slot, so the
+driver never waits on a dead process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Listener, wait
+from typing import Dict, List, Optional
+
+from tunelib._trial_writer import FsBackend, apply_forwarded
+from tunelib.executor.base import TrialEvent, TrialSpec
+
+_CONNECT_TIMEOUT_S = 120.0
+
+
+class _Slot:
+    """One worker process and what it is doing."""
+
+    def __init__(self, index: int, env: Dict[str, str]):
+        self.index = index
+        self.env = env
+        self.proc: Optional[subprocess.Popen] = None
+        self.conn = None
+        self.trial_id: Optional[str] = None
+        self.trainables: set = set()
+
+
+class LocalExecutor:
+    """Runs trials in ``num_workers`` worker processes (see module docstring)."""
+
+    def __init__(
+        self,
+        num_workers: int,
+        gpus_per_worker: float = 0,
+        gpu_ids: Optional[List[str]] = None,
+        storage_fs=None,
+        experiment_path: Optional[str] = None,
+    ):
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        from tunelib.storage import is_process_local
+
+        self.num_workers = num_workers
+        self._forward = storage_fs is not None and is_process_local(storage_fs)
+        self._storage_fs = storage_fs
+        self._experiment_path = experiment_path
+        self._backends: Dict[str, FsBackend] = {}
+        self._trainables: Dict[str, bytes] = {}
+        self._slots: List[_Slot] = []
+        self._by_trial: Dict[str, _Slot] = {}
+        self._pending: List[TrialEvent] = []
+        self._sockdir = tempfile.mkdtemp(prefix="tunelib-")
+        self._authkey = secrets.token_bytes(16)
+        self._listener: Optional[Listener] = None
+        gpu_ids = list(gpu_ids or [])
+        per = int(gpus_per_worker) if gpus_per_worker else 0
+        for i in range(num_workers):
+            env = dict(os.environ)
+            if per:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids[i * per:(i + 1) * per])
+            elif gpu_ids:
+                env["CUDA_VISIBLE_DEVICES"] = ""
+            self._slots.append(_Slot(i, env))
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def capacity(self) -> int:
+        return self.num_workers
+
+    def start(self) -> None:
+        address = os.path.join(self._sockdir, "driver.sock")
+        self._listener = Listener(address, family="AF_UNIX", authkey=self._authkey)
+        for slot in self._slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        env = dict(slot.env)
+        env["TUNELIB_WORKER_ADDRESS"] = self._listener.address
+        env["TUNELIB_WORKER_AUTHKEY"] = self._authkey.hex()
+        env["TUNELIB_WORKER_FORWARD_STORAGE"] = "1" if self._forward else "0"
+        main_dir = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
+        env["TUNELIB_WORKER_SYS_PATH"] = os.pathsep.join([os.getcwd(), main_dir])
+        slot.proc = subprocess.Popen(
+            [sys.executable, "-m", "tunelib.executor.worker"], env=env, stdin=subprocess.DEVNULL
+        )
+        slot.conn = None
+        slot.trainables = set()
+
+    def _connect(self, slot: _Slot) -> None:
+        """Accept connections until ``slot``'s own worker has connected."""
+        deadline = time.monotonic() + _CONNECT_TIMEOUT_S
+        while slot.conn is None:
+            if slot.proc.poll() is not None:
+                raise RuntimeError(
+                    f"tunelib worker process exited with code {slot.proc.returncode} before "
+                    "connecting; see its output above."
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError("a tunelib worker process did not connect within 120 s")
+            # accept() would block for ever on a worker that crashed before connecting
+            if not wait([self._listener._listener._socket], timeout=0.5):
+                continue
+            conn = self._listener.accept()
+            kind, pid = conn.recv()
+            owner = next((s for s in self._slots if s.proc and s.proc.pid == pid), None)
+            if owner is None:
+                conn.close()
+                continue
+            owner.conn = conn
+
+    def has_free_slot(self) -> bool:
+        return any(slot.trial_id is None for slot in self._slots)
+
+    def register_trainable(self, key: str, payload: bytes) -> None:
+        self._trainables[key] = payload
+
+    def start_trial(self, spec: TrialSpec) -> None:
+        slot = self._free_slot(spec.trainable_key)
+        if slot.conn is None:
+            self._connect(slot)
+        if spec.trainable_key not in slot.trainables:
+            slot.conn.send(("trainable", spec.trainable_key, self._trainables[spec.trainable_key]))
+            slot.trainables.add(spec.trainable_key)
+        slot.conn.send(("run", spec))
+        slot.trial_id = spec.trial_id
+        self._by_trial[spec.trial_id] = slot
+
+    def _free_slot(self, key: str) -> _Slot:
+        free = [slot for slot in self._slots if slot.trial_id is None]
+        if not free:
+            raise RuntimeError("start_trial() called with no free worker")
+        # prefer a connected worker that already holds the trainable
+        free.sort(key=lambda s: (s.conn is None, key not in s.trainables))
+        return free[0]
+
+    def decide(self, trial_id: str, decision: str) -> None:
+        slot = self._by_trial.get(trial_id)
+        if slot is not None and slot.conn is not None:
+            try:
+                slot.conn.send(("decision", decision))
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                pass  # the EOF reaches poll() and becomes an error event
+
+    def kill_trial(self, trial_id: str) -> None:
+        slot = self._by_trial.pop(trial_id, None)
+        if slot is None:
+            return
+        self._restart(slot)
+
+    def _restart(self, slot: _Slot) -> None:
+        if slot.proc is not None and slot.proc.poll() is None:
+            slot.proc.kill()
+            slot.proc.wait()
+        if slot.conn is not None:
+            slot.conn.close()
+        slot.trial_id = None
+        self._spawn(slot)
+
+    def shutdown(self) -> None:
+        for slot in self._slots:
+            if slot.conn is not None:
+                try:
+                    slot.conn.send(("shutdown",))
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 5
+        for slot in self._slots:
+            if slot.proc is None:
+                continue
+            try:
+                slot.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                slot.proc.kill()
+                slot.proc.wait()
+            if slot.conn is not None:
+                slot.conn.close()
+        if self._listener is not None:
+            self._listener.close()
+        for backend in self._backends.values():
+            backend.flush(final=True)
+        try:
+            os.rmdir(self._sockdir)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ events
+    def poll(self, timeout: float) -> List[TrialEvent]:
+        events, self._pending = self._pending, []
+        busy = {slot.conn: slot for slot in self._slots if slot.trial_id and slot.conn}
+        if not busy:
+            if not events and timeout > 0:
+                time.sleep(min(timeout, 0.05))
+            return events
+        ready = wait(list(busy), 0 if events else timeout)
+        for conn in ready:
+            slot = busy[conn]
+            # drain everything this worker has sent, not just one message
+            while slot.trial_id is not None:
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    events.append(self._worker_died(slot))
+                    break
+                event = self._handle(slot, msg)
+                if event is not None:
+                    events.append(event)
+                    if event.kind == "result":
+                        break  # the worker now waits for a decision
+                if not conn.poll():
+                    break
+        return events
+
+    def _handle(self, slot: _Slot, msg) -> Optional[TrialEvent]:
+        kind = msg[0]
+        trial_id = slot.trial_id
+        if kind == "result":
+            return TrialEvent("result", trial_id, result=msg[1], checkpoint_name=msg[2])
+        if kind == "fs":
+            _, op, dirname, rel, payload = msg
+            apply_forwarded(self._backend(dirname), op, rel, payload)
+            return None
+        if kind == "fetch":
+            slot.conn.send(("files", self._read_files(msg[1])))
+            return None
+        # the trial's attempt is over: the worker is free again
+        slot.trial_id = None
+        self._by_trial.pop(trial_id, None)
+        if kind in ("done", "paused"):
+            return TrialEvent(kind, trial_id, checkpoint_name=msg[1])
+        if kind == "error":
+            return TrialEvent("error", trial_id, error_text=msg[1], error=msg[2])
+        raise RuntimeError(f"unexpected message from a worker: {kind!r}")
+
+    def _worker_died(self, slot: _Slot) -> TrialEvent:
+        trial_id = slot.trial_id
+        self._by_trial.pop(trial_id, None)
+        code = slot.proc.poll() if slot.proc else None
+        if code is None and slot.proc is not None:
+            try:
+                code = slot.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                slot.proc.kill()
+                code = slot.proc.wait()
+        self._restart(slot)
+        text = (
+            f"The worker process running trial {trial_id} died (exit code {code}"
+            f"{', signal ' + str(-code) if code is not None and code < 0 else ''}) "
+            "before the trial finished: a crash, a kill or out of memory."
+        )
+        return TrialEvent("error", trial_id, error_text=text, error=None)
+
+    # ------------------------------------------------------------------ storage forwarding
+    def _backend(self, trial_dirname: str) -> FsBackend:
+        backend = self._backends.get(trial_dirname)
+        if backend is None:
+            backend = self._backends[trial_dirname] = FsBackend(
+                self._storage_fs, f"{self._experiment_path}/{trial_dirname}", flush_period_s=0.0
+            )
+        return backend
+
+    def _read_files(self, path: str):
+        from pyarrow.fs import FileSelector, FileType
+
+        out = []
+        infos = self._storage_fs.get_file_info(FileSelector(path, recursive=True))
+        for info in infos:
+            if info.type == FileType.File:
+                with self._storage_fs.open_input_stream(info.path) as f:
+                    out.append((info.path[len(path):].lstrip("/"), f.read()))
+        return out

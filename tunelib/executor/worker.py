@@ -1,0 +1,274 @@
+"""A long-lived worker process of the local executor: runs trials, one at a time.
+
+Started by ``LocalExecutor`` as ``python -m tunelib.executor.worker`` (not through
+multiprocessing's spawn, which would re-run an unguarded user script's top level), it
+connects back to the driver over a Unix socket and serves ``run`` requests until told to
+shut down. The user's trainable runs in this process's main thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from multiprocessing.connection import Client
+from typing import Any, Dict, Optional
+
+from tunelib import session as _session
+from tunelib._trial_writer import (
+    ForwardBackend,
+    FsBackend,
+    LocalBackend,
+    TrialWriter,
+)
+from tunelib.executor.base import TrialSpec
+
+
+class _Worker:
+    def __init__(self, conn, process_local_storage: bool):
+        self.conn = conn
+        self.process_local_storage = process_local_storage
+        self.trainables: Dict[str, Any] = {}
+        self.actor = None          # a class Trainable instance kept for reuse_actors
+        self.actor_key: Optional[str] = None
+        self._fs_cache: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    def _fs(self, spec: TrialSpec):
+        if spec.storage_filesystem is not None:
+            return spec.storage_filesystem
+        fs = self._fs_cache.get(spec.experiment_uri)
+        if fs is None:
+            from tunelib.storage import get_fs_and_path
+
+            fs, _ = get_fs_and_path(spec.experiment_uri)
+            self._fs_cache[spec.experiment_uri] = fs
+        return fs
+
+    def _backend(self, spec: TrialSpec):
+        if self.process_local_storage:
+            return ForwardBackend(self.conn.send, spec.trial_dirname)
+        fs = self._fs(spec)
+        from pyarrow.fs import LocalFileSystem
+
+        if isinstance(fs, LocalFileSystem):
+            return LocalBackend(spec.trial_path)
+        return FsBackend(fs, spec.trial_path)
+
+    def _checkpoint_factory(self, spec: TrialSpec):
+        from tunelib.checkpoint import Checkpoint
+
+        if self.process_local_storage:
+            # The driver's memory is out of reach: checkpoints are shipped as files.
+            def make(name_or_path: str):
+                path = name_or_path if "/" in name_or_path else f"{spec.trial_path}/{name_or_path}"
+                return _RemoteCheckpoint(self.conn, path)
+
+            return make
+        fs = self._fs(spec)
+
+        def make(name_or_path: str):
+            path = name_or_path if "/" in name_or_path else f"{spec.trial_path}/{name_or_path}"
+            return Checkpoint(path, fs)
+
+        return make
+
+    def _send_result(self, result, checkpoint_name) -> str:
+        self.conn.send(("result", result, checkpoint_name))
+        while True:
+            msg = self.conn.recv()
+            if msg[0] == "decision":
+                return msg[1]
+            if msg[0] == "files":  # an answer to a _RemoteCheckpoint fetch; not expected here
+                continue
+            raise RuntimeError(f"worker expected a decision, got {msg[0]!r}")
+
+    # ------------------------------------------------------------------ serving
+    def serve(self) -> None:
+        self.conn.send(("hello", os.getpid()))
+        while True:
+            try:
+                msg = self.conn.recv()
+            except EOFError:
+                return
+            kind = msg[0]
+            if kind == "trainable":
+                import cloudpickle
+
+                self.trainables[msg[1]] = cloudpickle.loads(msg[2])
+            elif kind == "run":
+                self.run(msg[1])
+            elif kind == "shutdown":
+                self._drop_actor()
+                return
+
+    def _drop_actor(self) -> None:
+        if self.actor is not None:
+            try:
+                self.actor.stop()
+            except Exception:
+                traceback.print_exc()
+        self.actor = None
+        self.actor_key = None
+
+    def run(self, spec: TrialSpec) -> None:
+        writer = None
+        try:
+            writer = TrialWriter(self._backend(spec), spec.checkpoint_config,
+                                 spec.kept_checkpoints)
+            if spec.write_params:
+                writer.write_params(spec.config)
+            session = _session.TrialSession(
+                spec, writer, self._send_result, self._checkpoint_factory(spec)
+            )
+            _session.set_session(session)
+            trainable = self.trainables[spec.trainable_key]
+            from tunelib.trainable import Trainable
+
+            if isinstance(trainable, type) and issubclass(trainable, Trainable):
+                outcome = self._run_class(spec, session, trainable)
+            else:
+                outcome = self._run_function(session, trainable)
+            writer.close()
+            self.conn.send(outcome)
+        except BaseException as exc:  # the trial failed: report it, keep serving
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not isinstance(
+                exc, SystemExit
+            ):
+                raise
+            self._drop_actor()
+            text = "".join(traceback.format_exception(exc))
+            if writer is not None:
+                try:
+                    writer.write_error(text, exc, spec.failure_number + 1)
+                    writer.close()
+                except Exception:
+                    traceback.print_exc()
+            self.conn.send(("error", text, _picklable(exc)))
+        finally:
+            _session.set_session(None)
+
+    def _run_function(self, session, fn) -> tuple:
+        try:
+            returned = fn(session.config)
+        except _session.TrialInterrupted as interrupt:
+            if interrupt.decision == _session.PAUSE:
+                return ("paused", None)
+            return ("done", None)
+        if isinstance(returned, dict):  # Ray reports a returned dict as the final result
+            session.report(returned)
+        elif returned is not None:
+            raise TypeError(
+                "A function trainable may return None or a dict of final metrics, "
+                f"got {type(returned).__name__}."
+            )
+        return ("done", None)
+
+    def _run_class(self, spec: TrialSpec, session, cls) -> tuple:
+        actor = None
+        if spec.reuse_actor and self.actor is not None and self.actor_key == spec.trainable_key:
+            if self.actor.reset(spec.config):
+                actor = self.actor
+        if actor is None:
+            self._drop_actor()
+            actor = cls(spec.config)
+        if spec.restore_checkpoint:
+            with session.latest_checkpoint.as_directory() as local:
+                actor.restore(local)
+        cfg = spec.checkpoint_config
+        freq = getattr(cfg, "checkpoint_frequency", 0) or 0
+        at_end = bool(getattr(cfg, "checkpoint_at_end", False))
+
+        def save(result) -> str:
+            with tempfile.TemporaryDirectory(prefix="tunelib-ckpt-") as d:
+                actor.save(d)
+                return session.persist_checkpoint(d, result)
+
+        outcome = ("done", None)
+        while True:
+            result = actor.train()
+            name = None
+            if freq and result["training_iteration"] % freq == 0:
+                name = save(result)
+            session.writer.append_result(result)
+            session.last_result = result
+            decision = self._send_result(result, name)
+            if decision == _session.CONTINUE and not result.get("done"):
+                continue
+            if decision == _session.PAUSE:
+                name = save(result) if name is None else name
+                outcome = ("paused", name)
+            elif at_end and name is None:
+                outcome = ("done", save(result))
+            break
+        if spec.reuse_actor:
+            self.actor, self.actor_key = actor, spec.trainable_key
+        else:
+            actor.stop()
+        return outcome
+
+
+class _RemoteCheckpoint:
+    """A checkpoint held in the driver's memory filesystem, fetched as files on use."""
+
+    def __init__(self, conn, path: str):
+        self._conn = conn
+        self.path = path
+        self.filesystem = None
+
+    def to_directory(self, path: Optional[str] = None) -> str:
+        target = path or tempfile.mkdtemp(prefix="tunelib-ckpt-")
+        self._conn.send(("fetch", self.path))
+        msg = self._conn.recv()
+        if msg[0] != "files":
+            raise RuntimeError(f"worker expected checkpoint files, got {msg[0]!r}")
+        for rel, data in msg[1]:
+            full = os.path.join(target, rel)
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "wb") as f:
+                f.write(data)
+        return target
+
+    def as_directory(self):
+        import contextlib
+        import shutil
+
+        @contextlib.contextmanager
+        def ctx():
+            d = self.to_directory()
+            try:
+                yield d
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+
+        return ctx()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint(filesystem=memory, path={self.path})"
+
+
+def _picklable(exc: BaseException) -> Optional[BaseException]:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return None
+
+
+def main() -> None:
+    address = os.environ["TUNELIB_WORKER_ADDRESS"]
+    authkey = bytes.fromhex(os.environ["TUNELIB_WORKER_AUTHKEY"])
+    process_local = os.environ.get("TUNELIB_WORKER_FORWARD_STORAGE") == "1"
+    conn = Client(address, family="AF_UNIX", authkey=authkey)
+    # Let user code import modules that sit next to the driver's script.
+    for path in os.environ.get("TUNELIB_WORKER_SYS_PATH", "").split(os.pathsep):
+        if path and path not in sys.path:
+            sys.path.append(path)
+    _Worker(conn, process_local).serve()
+
+
+if __name__ == "__main__":
+    main()

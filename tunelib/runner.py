@@ -1,0 +1,299 @@
+"""Turns validated arguments into a running experiment, and its results into an analysis.
+
+``Tuner.fit()`` and ``tune.run()`` both end here. Everything a user can get wrong is
+checked before a worker process starts or Prefect is contacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import math
+import os
+import time
+import warnings
+from typing import Any, Dict, Optional
+
+from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from tunelib.controller import Controller, ExperimentSpec
+from tunelib.error import TuneError
+
+logger = logging.getLogger("tunelib")
+
+DEFAULT_STORAGE_PATH = "~/ray_results"
+RECORD_DRAIN_TIMEOUT_S = float(os.environ.get("TUNELIB_RECORD_DRAIN_TIMEOUT_S", "120"))
+_RESOURCE_KEYS = ("cpu", "gpu", "memory")
+
+
+def trainable_name(trainable) -> str:
+    inner = getattr(trainable, "_tunelib_wrapped", trainable)
+    name = getattr(inner, "__name__", None) or type(inner).__name__
+    return name
+
+
+def _check_trainable(trainable) -> bytes:
+    from tunelib.trainable import Trainable
+
+    if trainable is None:
+        raise TypeError("`trainable` is required: pass a function `fn(config)` or a tune.Trainable "
+                        "subclass.")
+    if isinstance(trainable, str):
+        from tunelib.registry import get_trainable
+
+        trainable = get_trainable(trainable)
+    if isinstance(trainable, type):
+        if not issubclass(trainable, Trainable):
+            raise TypeError(
+                f"`trainable` class {trainable.__name__} must subclass tune.Trainable."
+            )
+    elif callable(trainable):
+        try:
+            inspect.signature(trainable).bind({})
+        except TypeError:
+            raise TypeError(
+                f"`trainable` function {trainable_name(trainable)} must accept the config dict as "
+                f"its one positional argument, e.g. `def {trainable_name(trainable)}(config):`; "
+                f"its signature is {inspect.signature(trainable)}."
+            ) from None
+        except ValueError:
+            pass  # builtins without a signature: let them fail at run time
+    else:
+        raise TypeError(
+            "`trainable` must be a function `fn(config)` or a tune.Trainable subclass, "
+            f"got {type(trainable).__name__}."
+        )
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(trainable)
+    except Exception as exc:
+        raise TypeError(
+            f"`trainable` {trainable_name(trainable)} cannot be pickled, so it cannot be sent to "
+            f"worker processes: {exc}. Objects it captures (open files, locks, clients) must be "
+            "created inside the trainable, or passed with tune.with_parameters()."
+        ) from exc
+
+
+def _resources(resources_per_trial, trainable) -> Dict[str, float]:
+    resources = resources_per_trial
+    if resources is None:
+        resources = getattr(trainable, "_tunelib_resources", None)
+    if resources is None:
+        return {"cpu": 1.0}
+    if hasattr(resources, "bundles"):  # a PlacementGroupFactory: add its bundles up
+        total: Dict[str, float] = {}
+        for bundle in resources.bundles:
+            for key, value in bundle.items():
+                total[key.lower()] = total.get(key.lower(), 0.0) + float(value)
+        resources = total
+    if not isinstance(resources, dict):
+        raise TypeError(
+            "`resources_per_trial` must be a dict such as {'cpu': 1, 'gpu': 0}, "
+            f"got {type(resources).__name__}."
+        )
+    out: Dict[str, float] = {}
+    for key, value in resources.items():
+        name = str(key).lower()
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError(
+                f"`resources_per_trial[{key!r}]` must be a non-negative number, got {value!r}."
+            )
+        out[name] = float(value)
+    out.setdefault("cpu", 1.0)
+    return out
+
+
+def _detect_gpus() -> list:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def _concurrency(resources: Dict[str, float], max_concurrent: Optional[int],
+                 total_samples: Optional[int], gpus: list) -> int:
+    cpus = os.cpu_count() or 1
+    limit = math.inf
+    if resources.get("cpu", 0) > 0:
+        limit = max(1, int(cpus // resources["cpu"])) if resources["cpu"] <= cpus else 0
+        if limit == 0:
+            raise ValueError(
+                f"`resources_per_trial` asks for {resources['cpu']:g} CPUs per trial but this "
+                f"machine has {cpus}."
+            )
+    gpu = resources.get("gpu", 0)
+    if gpu > 0:
+        if not gpus:
+            raise ValueError(
+                f"`resources_per_trial` asks for {gpu:g} GPU(s) per trial but no GPU is visible "
+                "(nvidia-smi found none and CUDA_VISIBLE_DEVICES is not set)."
+            )
+        limit = min(limit, int(len(gpus) // gpu))
+        if limit == 0:
+            raise ValueError(
+                f"`resources_per_trial` asks for {gpu:g} GPUs per trial but only {len(gpus)} "
+                "are visible."
+            )
+    if limit is math.inf:
+        limit = cpus
+    if max_concurrent:
+        limit = min(limit, max_concurrent)
+    if total_samples:
+        limit = min(limit, total_samples)
+    return max(1, int(limit))
+
+
+def _experiment_storage(run_config: RunConfig, name: str):
+    from tunelib import storage
+
+    storage_path = run_config.storage_path or os.environ.get("TUNE_RESULT_DIR") or DEFAULT_STORAGE_PATH
+    if run_config.storage_filesystem is None and "://" not in str(storage_path):
+        storage_path = os.path.abspath(os.path.expanduser(str(storage_path)))
+    try:
+        fs, root = storage.get_fs_and_path(storage_path, run_config.storage_filesystem)
+    except Exception as exc:
+        raise ValueError(f"`storage_path` {storage_path!r} cannot be used: {exc}") from exc
+    experiment_path = storage.join(root, name)
+    try:
+        storage.write_text(fs, storage.join(experiment_path, ".validate_storage_marker"), "")
+    except Exception as exc:
+        raise ValueError(
+            f"`storage_path` {storage_path!r} is not writable: cannot create "
+            f"{storage.fs_uri(fs, experiment_path)!r} ({exc})."
+        ) from exc
+    return fs, experiment_path, storage.fs_uri(fs, experiment_path)
+
+
+def _verbosity(verbose) -> int:
+    if verbose is None:
+        return 1
+    try:
+        return int(verbose)
+    except (TypeError, ValueError):
+        raise ValueError(f"`verbose` must be an integer 0-3, got {verbose!r}.") from None
+
+
+def run_experiment(
+    trainable,
+    *,
+    param_space: Optional[Dict[str, Any]],
+    tune_config: TuneConfig,
+    run_config: RunConfig,
+    resources_per_trial=None,
+):
+    """Run an experiment end to end and return its ``ExperimentAnalysis``."""
+    from tunelib.analysis import load_experiment
+    from tunelib.recording import create_recorder
+    from tunelib.schedulers import FIFOScheduler
+    from tunelib.search import as_search_algorithm
+    from tunelib.stopper import as_stopper
+
+    if param_space is not None and not isinstance(param_space, dict):
+        raise TypeError(f"`param_space` must be a dict, got {type(param_space).__name__}.")
+    param_space = dict(param_space or {})
+    payload = _check_trainable(trainable)
+    name_of_trainable = trainable_name(trainable)
+    metric, mode = tune_config.metric, tune_config.mode
+    failure_config: FailureConfig = run_config.failure_config
+    checkpoint_config: CheckpointConfig = run_config.checkpoint_config
+
+    search_alg = as_search_algorithm(tune_config.search_alg)
+    if tune_config.max_concurrent_trials and hasattr(search_alg, "set_max_concurrency"):
+        search_alg.set_max_concurrency(tune_config.max_concurrent_trials)
+    search_alg.set_search_properties(metric, mode, param_space)
+    search_alg.add_configurations(param_space, tune_config.num_samples)
+    scheduler = tune_config.scheduler or FIFOScheduler()
+    if hasattr(scheduler, "set_search_properties"):
+        if not scheduler.set_search_properties(metric, mode):
+            raise ValueError(
+                "The scheduler's metric/mode conflict with TuneConfig(metric, mode): set them in "
+                "one place only."
+            )
+    stopper = as_stopper(run_config.stop)
+    resources = _resources(resources_per_trial, trainable)
+    gpus = _detect_gpus() if resources.get("gpu", 0) > 0 else []
+    total = search_alg.total_samples
+    workers = _concurrency(resources, tune_config.max_concurrent_trials, total, gpus)
+
+    name = run_config.name or f"{name_of_trainable}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    fs, experiment_path, experiment_uri = _experiment_storage(run_config, name)
+    key = hashlib.sha1(payload).hexdigest()[:16]
+    spec = ExperimentSpec(
+        name=name,
+        trainable_name=name_of_trainable,
+        trainable_key=key,
+        experiment_path=experiment_path,
+        experiment_uri=experiment_uri,
+        fs=fs,
+        storage_filesystem=run_config.storage_filesystem,
+        param_space=param_space,
+        num_samples=tune_config.num_samples,
+        metric=metric,
+        mode=mode,
+        checkpoint_config=checkpoint_config,
+        max_failures=failure_config.max_failures,
+        fail_fast=failure_config.fail_fast,
+        time_budget_s=tune_config.time_budget_seconds,
+        max_concurrent=workers,
+        resources=resources,
+        reuse_actors=tune_config.reuse_actors,
+        trial_name_creator=tune_config.trial_name_creator,
+        trial_dirname_creator=tune_config.trial_dirname_creator,
+        verbose=_verbosity(run_config.verbose),
+    )
+
+    from tunelib.executor.local import LocalExecutor
+
+    recorder = create_recorder(enabled=os.environ.get("TUNELIB_DISABLE_PREFECT", "0") != "1")
+    executor = LocalExecutor(workers, gpus_per_worker=resources.get("gpu", 0), gpu_ids=gpus,
+                             storage_fs=fs, experiment_path=experiment_path)
+    executor.register_trainable(key, payload)
+    controller = Controller(spec, executor, recorder, search_alg, scheduler, stopper,
+                            callbacks=run_config.callbacks)
+    try:
+        executor.start()
+        controller.run()
+    finally:
+        executor.shutdown()
+        _save_search_state(search_alg, fs, experiment_path, spec.session_str)
+        missing = recorder.close(RECORD_DRAIN_TIMEOUT_S)
+        if missing:
+            warnings.warn(
+                "Prefect has not recorded everything of experiment "
+                f"{name!r} within {RECORD_DRAIN_TIMEOUT_S:g} s; missing: " + "; ".join(missing[:20])
+                + (f" (and {len(missing) - 20} more)" if len(missing) > 20 else ""),
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    analysis = load_experiment(
+        experiment_uri if run_config.storage_filesystem is None else experiment_path,
+        storage_filesystem=run_config.storage_filesystem,
+        default_metric=metric,
+        default_mode=mode,
+    )
+    analysis._tunelib_controller_trials = controller.trials
+    return analysis
+
+
+def _save_search_state(search_alg, fs, experiment_path: str, session_str: str) -> None:
+    """Searcher state goes next to the experiment so a resumed run continues the search."""
+    from tunelib import storage
+
+    if not storage.is_local(fs):
+        return
+    try:
+        search_alg.save_to_dir(experiment_path, session_str=session_str)
+    except NotImplementedError:
+        pass
+    except Exception:
+        logger.warning("Could not save the search algorithm's state.", exc_info=True)

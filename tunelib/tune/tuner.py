@@ -1,0 +1,163 @@
+"""``tune.Tuner``: configure an experiment, ``fit()`` it, get a ``ResultGrid`` back."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional
+
+import cloudpickle
+
+from tunelib.config import RunConfig, TuneConfig
+
+_TUNER_FILE = "tuner.pkl"
+
+
+class Tuner:
+    """Tune a trainable over a parameter space (Ray's ``ray.tune.Tuner``).
+
+    Example::
+
+        tuner = tune.Tuner(
+            train_fn,
+            param_space={"lr": tune.loguniform(1e-4, 1e-1)},
+            tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=8),
+            run_config=tune.RunConfig(name="exp", storage_path="/tmp/results"),
+        )
+        grid = tuner.fit()
+        print(grid.get_best_result().config)
+    """
+
+    def __init__(
+        self,
+        trainable=None,
+        *,
+        param_space: Optional[Dict[str, Any]] = None,
+        tune_config: Optional[TuneConfig] = None,
+        run_config: Optional[RunConfig] = None,
+        _tuner_kwargs: Optional[Dict] = None,
+        _tuner_internal=None,
+        _entrypoint=None,
+    ):
+        if tune_config is not None and not isinstance(tune_config, TuneConfig):
+            raise TypeError(
+                f"`tune_config` must be a tune.TuneConfig, got {type(tune_config).__name__}."
+            )
+        if run_config is not None and not isinstance(run_config, RunConfig):
+            raise TypeError(f"`run_config` must be a tune.RunConfig, got {type(run_config).__name__}.")
+        if param_space is not None and not isinstance(param_space, dict):
+            raise TypeError(f"`param_space` must be a dict, got {type(param_space).__name__}.")
+        self._trainable = trainable
+        self._param_space = param_space
+        self._tune_config = tune_config or TuneConfig()
+        self._run_config = run_config or RunConfig()
+        self._restored_path: Optional[str] = None
+        self._restored_fs = None
+        self._results = None
+
+    def fit(self):
+        """Run the experiment; returns a ``ResultGrid`` with one ``Result`` per trial.
+
+        Trials that fail after their retries do not raise: their ``Result.error`` holds the
+        exception and ``ResultGrid.errors`` lists them.
+        """
+        from tunelib.result_grid import ResultGrid
+        from tunelib.runner import run_experiment
+
+        analysis = run_experiment(
+            self._trainable,
+            param_space=self._param_space,
+            tune_config=self._tune_config,
+            run_config=self._run_config,
+        )
+        self._write_tuner_file(analysis)
+        self._results = ResultGrid(analysis)
+        return self._results
+
+    def _write_tuner_file(self, analysis) -> None:
+        """What ``Tuner.restore`` needs: the param space and configs (not the trainable)."""
+        from tunelib import storage
+
+        try:
+            data = cloudpickle.dumps({
+                "param_space": self._param_space,
+                "tune_config": self._tune_config,
+                "run_config": self._run_config,
+            })
+            fs, path = storage.get_fs_and_path(analysis.experiment_path,
+                                               self._run_config.storage_filesystem)
+            storage.write_bytes(fs, storage.join(path, _TUNER_FILE), data)
+        except Exception:  # configs holding unpicklable objects: restore will need them passed
+            pass
+
+    def get_results(self):
+        """The ``ResultGrid`` of the last ``fit()``, or of the experiment this Tuner was
+        restored from."""
+        from tunelib.analysis import ExperimentAnalysis
+        from tunelib.result_grid import ResultGrid
+
+        if self._results is not None:
+            return self._results
+        if self._restored_path is None:
+            raise RuntimeError("No results yet: call fit() first, or use Tuner.restore(path).")
+        analysis = ExperimentAnalysis(
+            self._restored_path,
+            storage_filesystem=self._restored_fs,
+            default_metric=self._tune_config.metric,
+            default_mode=self._tune_config.mode,
+        )
+        return ResultGrid(analysis)
+
+    @classmethod
+    def restore(
+        cls,
+        path: str,
+        trainable=None,
+        resume_unfinished: bool = True,
+        resume_errored: bool = False,
+        restart_errored: bool = False,
+        param_space: Optional[Dict[str, Any]] = None,
+        storage_filesystem=None,
+        _resume_config=None,
+    ) -> "Tuner":
+        """Open an existing experiment directory (local path or URL).
+
+        ``get_results()`` then reads it.
+        """
+        from tunelib import storage
+
+        if not cls.can_restore(path, storage_filesystem):
+            raise ValueError(
+                f"`path` {str(path)!r} is not an experiment directory: no experiment_state-*.json "
+                "or tuner.pkl found there."
+            )
+        fs, fs_path = storage.get_fs_and_path(path, storage_filesystem)
+        saved: Dict[str, Any] = {}
+        tuner_file = storage.join(fs_path, _TUNER_FILE)
+        if storage.exists(fs, tuner_file):
+            try:
+                saved = cloudpickle.loads(storage.read_bytes(fs, tuner_file))
+            except Exception:
+                saved = {}  # a tuner.pkl written by Ray holds Ray objects
+            if not isinstance(saved, dict):
+                saved = {}
+        tuner = cls(
+            trainable,
+            param_space=param_space if param_space is not None else saved.get("param_space"),
+            tune_config=saved.get("tune_config"),
+            run_config=saved.get("run_config"),
+        )
+        tuner._restored_path = str(path)
+        tuner._restored_fs = storage_filesystem
+        return tuner
+
+    @classmethod
+    def can_restore(cls, path, storage_filesystem=None) -> bool:
+        """True when ``path`` holds an experiment (state file or tuner.pkl)."""
+        from tunelib import storage
+
+        try:
+            fs, fs_path = storage.get_fs_and_path(os.fspath(path), storage_filesystem)
+            names = storage.list_dir(fs, fs_path)
+        except Exception:
+            return False
+        return any(n.startswith("experiment_state-") or n == _TUNER_FILE for n in names)
