@@ -89,8 +89,9 @@ class LocalExecutor:
         env["TUNELIB_WORKER_ADDRESS"] = self._listener.address
         env["TUNELIB_WORKER_AUTHKEY"] = self._authkey.hex()
         env["TUNELIB_WORKER_FORWARD_STORAGE"] = "1" if self._forward else "0"
-        main_dir = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
-        env["TUNELIB_WORKER_SYS_PATH"] = os.pathsep.join([os.getcwd(), main_dir])
+        # trainables defined in importable modules are pickled by reference: workers must
+        # find those modules where the driver found them
+        env["TUNELIB_WORKER_SYS_PATH"] = os.pathsep.join([os.getcwd()] + [p for p in sys.path if p])
         slot.proc = subprocess.Popen(
             [sys.executable, "-m", "tunelib.executor.worker"], env=env, stdin=subprocess.DEVNULL
         )

@@ -96,7 +96,10 @@ class _Worker:
             if kind == "trainable":
                 import cloudpickle
 
-                self.trainables[msg[1]] = cloudpickle.loads(msg[2])
+                try:
+                    self.trainables[msg[1]] = cloudpickle.loads(msg[2])
+                except Exception as exc:  # reported as the error of each trial that needs it
+                    self.trainables[msg[1]] = _Unloadable(exc)
             elif kind == "run":
                 self.run(msg[1])
             elif kind == "shutdown":
@@ -124,6 +127,8 @@ class _Worker:
             )
             _session.set_session(session)
             trainable = self.trainables[spec.trainable_key]
+            if isinstance(trainable, _Unloadable):
+                raise trainable.error
             from tunelib.trainable import Trainable
 
             if isinstance(trainable, type) and issubclass(trainable, Trainable):
@@ -207,6 +212,16 @@ class _Worker:
         else:
             actor.stop()
         return outcome
+
+
+class _Unloadable:
+    """A trainable that could not be unpickled in this process."""
+
+    def __init__(self, error: Exception):
+        self.error = RuntimeError(
+            f"The trainable could not be loaded in the worker process: {error!r}. Define it in "
+            "the script you run or in a module importable from the driver's sys.path."
+        )
 
 
 class _RemoteCheckpoint:
