@@ -10,6 +10,8 @@ import datetime
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional, Union
 
+from tunelib._validation import check_class_keywords
+
 _DEPRECATED = "DEPRECATED"
 
 
@@ -30,6 +32,7 @@ def _time_budget_seconds(value) -> Optional[float]:
     )
 
 
+@check_class_keywords
 @dataclass
 class CheckpointConfig:
     """Which checkpoints a trial keeps, and when a class Trainable saves one.
@@ -71,6 +74,7 @@ class CheckpointConfig:
             )
 
 
+@check_class_keywords
 @dataclass
 class FailureConfig:
     """How often a trial is retried after it fails.
@@ -94,6 +98,7 @@ class FailureConfig:
             raise ValueError(f"`fail_fast` must be True, False or 'raise', got {self.fail_fast!r}.")
 
 
+@check_class_keywords
 @dataclass
 class RunConfig:
     """Where an experiment writes, how it stops, and how it handles failures.
@@ -136,6 +141,7 @@ class RunConfig:
             self.storage_path = self.local_dir
 
 
+@check_class_keywords
 @dataclass
 class TuneConfig:
     """What to optimise and how to search.

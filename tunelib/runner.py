@@ -207,9 +207,7 @@ def run_experiment(
     failure_config: FailureConfig = run_config.failure_config
     checkpoint_config: CheckpointConfig = run_config.checkpoint_config
 
-    search_alg = as_search_algorithm(tune_config.search_alg)
-    if tune_config.max_concurrent_trials and hasattr(search_alg, "set_max_concurrency"):
-        search_alg.set_max_concurrency(tune_config.max_concurrent_trials)
+    search_alg = as_search_algorithm(tune_config.search_alg, tune_config.max_concurrent_trials)
     search_alg.set_search_properties(metric, mode, param_space)
     search_alg.add_configurations(param_space, tune_config.num_samples)
     scheduler = tune_config.scheduler or FIFOScheduler()

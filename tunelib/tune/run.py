@@ -6,6 +6,7 @@ import datetime
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from tunelib._validation import check_keywords
 from tunelib.error import TuneError
 
 
@@ -33,6 +34,7 @@ def _checkpoint_config(checkpoint_config, keep_checkpoints_num, checkpoint_score
     )
 
 
+@check_keywords
 def run(
     run_or_experiment: Union[str, Callable, type],
     *,

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 
 import cloudpickle
 
+from tunelib._validation import check_keywords
 from tunelib.config import RunConfig, TuneConfig
 
 _TUNER_FILE = "tuner.pkl"
@@ -27,6 +28,7 @@ class Tuner:
         print(grid.get_best_result().config)
     """
 
+    @check_keywords
     def __init__(
         self,
         trainable=None,

@@ -1,0 +1,103 @@
+"""Small dict and file helpers shared by the search modules (private)."""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+import uuid
+from typing import Any, Dict, Optional, Tuple
+
+import cloudpickle
+
+
+def flatten_dict(
+    dt: Dict, delimiter: str = "/", prevent_delimiter: bool = False, flatten_list: bool = False
+) -> Dict:
+    """Flatten nested dicts into ``{"a/b": value}`` (Ray's ``flatten_dict``)."""
+
+    def _check(key: Any) -> None:
+        if prevent_delimiter and delimiter in str(key):
+            raise ValueError(
+                f"Found delimiter `{delimiter}` in key `{key}` when flattening the search "
+                f"space. Please avoid `{delimiter}` in parameter names."
+            )
+
+    dt = copy.copy(dt)
+    for key in dt:
+        _check(key)
+    nested = (dict, list) if flatten_list else dict
+    while any(isinstance(v, nested) for v in dt.values()):
+        add, remove = {}, []
+        for key, value in dt.items():
+            if isinstance(value, dict):
+                for subkey, v in value.items():
+                    _check(subkey)
+                    add[delimiter.join([str(key), str(subkey)])] = v
+                remove.append(key)
+            elif flatten_list and isinstance(value, list):
+                for i, v in enumerate(value):
+                    add[delimiter.join([str(key), str(i)])] = v
+                remove.append(key)
+        dt.update(add)
+        for k in remove:
+            del dt[k]
+    return dt
+
+
+def unflatten_dict(dt: Dict[str, Any], delimiter: str = "/") -> Dict[str, Any]:
+    """Inverse of :func:`flatten_dict` (lists are not rebuilt)."""
+    out: Dict[str, Any] = {}
+    for key, val in dt.items():
+        path = key.split(delimiter)
+        item = out
+        for k in path[:-1]:
+            item = item.setdefault(k, {})
+            if not isinstance(item, dict):
+                raise TypeError(f"Cannot unflatten key '{key}': its parent '{k}' is not a dict.")
+        item[path[-1]] = val
+    return out
+
+
+def merge_dicts(d1: Dict, d2: Dict) -> Dict:
+    """Return a deep copy of ``d1`` deep-updated with ``d2``."""
+    merged = copy.deepcopy(d1)
+    _deep_update(merged, d2)
+    return merged
+
+
+def _deep_update(original: Dict, new: Dict) -> Dict:
+    for k, v in new.items():
+        if isinstance(original.get(k), dict) and isinstance(v, dict):
+            _deep_update(original[k], v)
+        else:
+            original[k] = v
+    return original
+
+
+def format_path(path: Tuple) -> str:
+    """``("model", "lr")`` -> ``param_space["model"]["lr"]`` for error messages."""
+    return "param_space" + "".join(f"[{p}]" if isinstance(p, int) else f'["{p}"]' for p in path)
+
+
+def atomic_save(state: Any, dirpath: str, file_name: str) -> None:
+    """Pickle ``state`` to ``dirpath/file_name`` atomically (write, then rename)."""
+    os.makedirs(dirpath, exist_ok=True)
+    tmp = os.path.join(dirpath, f".{uuid.uuid4()}-tmp-{file_name}")
+    with open(tmp, "wb") as f:
+        cloudpickle.dump(state, f)
+    os.replace(tmp, os.path.join(dirpath, file_name))
+
+
+def load_newest(dirpath: str, pattern: str) -> Optional[Any]:
+    """Unpickle the last (by name, i.e. newest session) file matching ``pattern``."""
+    paths = glob.glob(os.path.join(glob.escape(dirpath), pattern))
+    if not paths:
+        return None
+    with open(max(paths), "rb") as f:
+        return cloudpickle.load(f)
+
+
+def has_file(dirpath: str, pattern: str) -> bool:
+    """Whether ``dirpath`` holds a file matching ``pattern``."""
+    return bool(glob.glob(os.path.join(glob.escape(dirpath), pattern)))
