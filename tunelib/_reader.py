@@ -1,0 +1,516 @@
+"""Reading experiment and trial directories (Ray 2.x layout), without Ray.
+
+One reader serves ``Tuner.fit()``'s ResultGrid, ``Result.from_path``,
+``ExperimentAnalysis`` and ``Tuner.restore``. It reads:
+
+- ``experiment_state-<ts>.json``: ``{"trial_data": [[trial_json, runtime_json], ...]}``;
+  only plain-JSON fields are used (Ray's pickled hex blobs are ignored), so Ray's
+  files and tunelib's read the same way;
+- per trial: ``params.json``, ``result.json`` (``progress.csv`` as fallback),
+  ``checkpoint_NNNNNN/`` dirs, ``error.pkl`` / ``error.txt``.
+
+A killed writer can leave a truncated last line in ``result.json``: it is skipped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import logging
+import math
+import os
+import pickle
+import posixpath
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.json as pajson
+
+from tunelib import storage
+from tunelib.checkpoint import Checkpoint
+from tunelib.error import TrialFailedError
+from tunelib.trial import ERROR, RUNNING, TERMINATED, Trial
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.csv"
+PARAMS_FILE = "params.json"
+ERROR_TXT = "error.txt"
+ERROR_PKL = "error.pkl"
+EXPERIMENT_STATE_PATTERN = "experiment_state-*.json"
+CHECKPOINT_PREFIX = "checkpoint_"
+DELIM = "/"
+_JSON_READ_OPTIONS = pajson.ReadOptions(use_threads=False, block_size=1 << 26)
+_TRIAL_ID_RE = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
+_MISSING = object()
+# Enough to overlap remote reads and let pyarrow's GIL-free parsing use every core.
+_MAX_READ_THREADS = 16
+
+
+# ---------------------------------------------------------------- dict helpers
+def flatten_dict(d: Dict[str, Any], delimiter: str = DELIM) -> Dict[str, Any]:
+    """Flatten nested dicts to ``{"a/b": v}`` with Ray's key order; lists are kept whole
+    and empty dicts vanish (as Ray's ``flatten_dict``)."""
+    dt = dict(d)
+    while any(isinstance(v, dict) for v in dt.values()):
+        remove, add = [], {}
+        for key, value in dt.items():
+            if isinstance(value, dict):
+                for subkey, v in value.items():
+                    add[f"{key}{delimiter}{subkey}"] = v
+                remove.append(key)
+        dt.update(add)
+        for k in remove:
+            del dt[k]
+    return dt
+
+
+def unflatten_dict(d: Dict[str, Any], delimiter: str = DELIM) -> Dict[str, Any]:
+    """Inverse of :func:`flatten_dict`."""
+    out: Dict[str, Any] = {}
+    for key, v in d.items():
+        parts = key.split(delimiter)
+        cur = out
+        for p in parts[:-1]:
+            nxt = cur.get(p)
+            if not isinstance(nxt, dict):
+                nxt = cur[p] = {}
+            cur = nxt
+        cur[parts[-1]] = v
+    return out
+
+
+def unflattened_lookup(flat_key: str, lookup: Any, delimiter: str = DELIM, **kwargs) -> Any:
+    """Look ``"a/0/b"`` up as ``lookup["a"][0]["b"]`` (or ``lookup["a/0/b"]``); Ray's helper."""
+    if isinstance(lookup, dict) and flat_key in lookup:
+        return lookup[flat_key]
+    base = lookup
+    for key in flat_key.split(delimiter):
+        try:
+            if isinstance(base, dict):
+                base = base[key]
+            elif isinstance(base, (list, tuple)):
+                base = base[int(key)]
+            else:
+                raise KeyError(key)
+        except (KeyError, IndexError, ValueError):
+            if "default" in kwargs:
+                return kwargs["default"]
+            raise KeyError(flat_key) from None
+    return base
+
+
+def is_nan_or_inf(value: Any) -> bool:
+    """True for NaN, +/-inf (and None)."""
+    if value is None:
+        return True
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- result.json
+def _complete_json_lines(data: bytes) -> Tuple[bytes, Dict[str, Any]]:
+    """Keep every whole line, dropping a truncated last one (a writer killed mid-write).
+
+    Returns the lines (newline-terminated) and the last complete record, parsed.
+    """
+    data = data.strip(b"\n")
+    while data:
+        cut = data.rfind(b"\n")
+        try:
+            return data + b"\n", json.loads(data[cut + 1:])
+        except ValueError:
+            logger.warning("Skipping an incomplete last line in result.json: %r", data[cut + 1:][:80])
+            data = data[:cut] if cut > 0 else b""
+    return b"", {}
+
+
+def _flatten_table(table: pa.Table) -> pa.Table:
+    """Struct columns to ``a/b`` columns, in ``pd.json_normalize``'s order: top-level
+    plain keys first, then each nested dict's keys; empty dicts vanish."""
+    plain: List[Tuple[str, Any]] = []
+    nested: List[Tuple[str, Any]] = []
+
+    def walk(name: str, col: Any, out: List[Tuple[str, Any]]) -> None:
+        if not pa.types.is_struct(col.type):
+            out.append((name, col))
+            return
+        for f, child in zip(col.type, col.flatten()):
+            walk(name + DELIM + f.name, child, nested)
+
+    for name, col in zip(table.column_names, table.columns):
+        walk(name, col, plain)
+    if not nested and len(plain) == table.num_columns:
+        return table
+    cols = plain + nested
+    return pa.table([c for _, c in cols], names=[n for n, _ in cols])
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    df = table.to_pandas()
+    for name, col in zip(table.column_names, table.columns):
+        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            df[name] = col.to_pylist()  # Ray's frames hold Python lists, not numpy arrays
+    return df
+
+
+def _frame_rowwise(data: bytes) -> pd.DataFrame:
+    # Mixed types per key, blank lines, ...: Ray's own (row-wise) reader.
+    rows = [json.loads(line) for line in data.split(b"\n") if line.strip()]
+    return pd.json_normalize(rows, sep=DELIM)
+
+
+def _frame_from_json_lines(data: bytes) -> pd.DataFrame:
+    try:
+        table = pajson.read_json(io.BytesIO(data), read_options=_JSON_READ_OPTIONS)
+        if table.num_rows == data.count(b"\n"):
+            return _to_pandas(_flatten_table(table))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    return _frame_rowwise(data)
+
+
+def frames_from_json_lines(datas: Sequence[bytes], lasts: Sequence[Dict[str, Any]]) -> List[pd.DataFrame]:
+    """Parse many trials' result.json contents (complete lines) into one frame each.
+
+    All trials are parsed in one pyarrow call (per-call overhead dominates for small
+    files), then split. A column that is null in part of the combined table is fixed up
+    per trial so each frame equals what parsing that trial alone gives: all-null columns
+    the trial never reported are dropped, integer/bool columns get their dtype back.
+    When the trials disagree on a key's type, each is parsed on its own.
+    """
+    if len(datas) <= 1:
+        return [_frame_from_json_lines(d) for d in datas]
+    counts = [d.count(b"\n") for d in datas]
+    try:
+        table = pajson.read_json(
+            io.BytesIO(b"".join(datas)),
+            read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 22),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return [_frame_from_json_lines(d) for d in datas]
+    if table.num_rows != sum(counts):
+        return [_frame_from_json_lines(d) for d in datas]
+    table = _flatten_table(table)
+    nullable = {n: c.type for n, c in zip(table.column_names, table.columns) if c.null_count}
+    df = _to_pandas(table)
+    bounds = np.cumsum([0] + counts)
+    if nullable:
+        owner = np.repeat(np.arange(len(counts)), counts)
+        isna = df[list(nullable)].isna()
+        all_na = isna.groupby(owner).all().to_numpy()
+        any_na = isna.groupby(owner).any().to_numpy()
+    out = []
+    for i in range(len(counts)):
+        part = df.iloc[bounds[i]:bounds[i + 1]].reset_index(drop=True)
+        if nullable:
+            drop = []
+            for j, (name, typ) in enumerate(nullable.items()):
+                if all_na[i, j]:
+                    if unflattened_lookup(name, lasts[i], default=_MISSING) is _MISSING:
+                        drop.append(name)
+                elif not any_na[i, j] and (pa.types.is_integer(typ) or pa.types.is_boolean(typ)):
+                    part[name] = part[name].astype(typ.to_pandas_dtype())
+            if drop:
+                part = part.drop(columns=drop)
+        out.append(part)
+    return out
+
+
+def _clean_row(row: Dict[str, Any]) -> Dict[str, Any]:
+    """Drop the NaN cells a flattened frame has where a report lacked a key."""
+    out = {}
+    for k, v in row.items():
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        out[k] = v.item() if hasattr(v, "item") and not isinstance(v, (list, dict)) else v
+    return out
+
+
+def metric_stats(df: pd.DataFrame, metric: str, last_result: Optional[Dict[str, Any]] = None
+                 ) -> Optional[Dict[str, float]]:
+    """Ray's per-trial ``metric_analysis[metric]``: max, min, avg, last, last-5-avg, last-10-avg.
+
+    None when the trial never reported ``metric`` as a number.
+    """
+    if df is None or metric not in df.columns:
+        return None
+    col = df[metric]
+    try:
+        if not pd.api.types.is_numeric_dtype(col.dtype):
+            col = pd.to_numeric(col, errors="raise")
+        values = col.to_numpy(dtype=float, na_value=math.nan)
+    except (TypeError, ValueError):
+        return None
+    present = values[~pd.isna(values)]
+    if not len(present):
+        return None
+    last = present[-1]
+    if last_result:
+        # A reported NaN is "last" in Ray even though the frame cannot tell it from a gap.
+        reported = unflattened_lookup(metric, last_result, default=None)
+        if isinstance(reported, (int, float)):
+            last = float(reported)
+    return {
+        "max": float(present.max()),
+        "min": float(present.min()),
+        "avg": float(present.mean()),
+        "last": float(last),
+        "last-5-avg": float(present[-5:].mean()),
+        "last-10-avg": float(present[-10:].mean()),
+    }
+
+
+# ---------------------------------------------------------------- trial dirs
+@dataclass
+class TrialData:
+    """Everything read from one trial directory."""
+
+    path: str
+    dataframe: pd.DataFrame
+    last_result: Dict[str, Any]
+    has_results: bool
+    config: Optional[Dict[str, Any]] = None
+    checkpoints: List[Tuple[Checkpoint, Dict[str, Any]]] = field(default_factory=list)
+    has_error_file: bool = False
+    latest: Optional[Checkpoint] = None  # set when ``checkpoints`` is not in dir order
+
+    @property
+    def latest_checkpoint(self) -> Optional[Checkpoint]:
+        """The most recent checkpoint (highest index), or None."""
+        if self.latest is not None:
+            return self.latest
+        return self.checkpoints[-1][0] if self.checkpoints else None
+
+
+def _checkpoint_metrics(json_data: Optional[bytes], df: pd.DataFrame, names: Sequence[str]
+                        ) -> Dict[str, Dict[str, Any]]:
+    """The last reported result whose ``checkpoint_dir_name`` is each of ``names``."""
+    out: Dict[str, Dict[str, Any]] = {}
+    if json_data:
+        # Only the few lines naming a checkpoint are parsed, straight from the bytes.
+        for name in names:
+            token, end = json.dumps(name).encode(), len(json_data)
+            while (pos := json_data.rfind(token, 0, end)) >= 0:
+                start = json_data.rfind(b"\n", 0, pos) + 1
+                row = json.loads(json_data[start:json_data.index(b"\n", pos)])
+                if row.get("checkpoint_dir_name") == name:
+                    out[name] = row
+                    break
+                end = start
+        return out
+    if df.empty or "checkpoint_dir_name" not in df.columns:
+        return {}
+    rows = df[df["checkpoint_dir_name"].isin(list(names))]
+    for i in range(len(rows)):  # progress.csv only: a handful of rows
+        row = rows.iloc[i].to_dict()
+        out[row["checkpoint_dir_name"]] = unflatten_dict(_clean_row(row))
+    return out
+
+
+@dataclass
+class _RawTrial:
+    path: str
+    entries: List[str]
+    json_data: Optional[bytes] = None   # complete lines of result.json
+    last: Dict[str, Any] = field(default_factory=dict)
+    csv_text: Optional[str] = None
+    config: Optional[Dict[str, Any]] = None
+
+
+def _read_raw(fs: pafs.FileSystem, path: str, read_params: bool) -> _RawTrial:
+    entries = storage.list_dir(fs, path)
+    raw = _RawTrial(path, entries)
+    if RESULT_FILE in entries:
+        raw.json_data, raw.last = _complete_json_lines(storage.read_bytes(fs, storage.join(path, RESULT_FILE)))
+    elif PROGRESS_FILE in entries:
+        raw.csv_text = storage.read_text(fs, storage.join(path, PROGRESS_FILE))
+    if read_params and PARAMS_FILE in entries:
+        try:
+            raw.config = json.loads(storage.read_text(fs, storage.join(path, PARAMS_FILE)))
+        except ValueError:
+            pass
+    return raw
+
+
+def _csv_frame(text: str) -> Tuple[pd.DataFrame, Dict[str, Any]]:
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype={"trial_id": str})
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(), {}
+    return df, (unflatten_dict(_clean_row(df.iloc[-1].to_dict())) if len(df) else {})
+
+
+def _finish(fs: pafs.FileSystem, raw: _RawTrial, df: pd.DataFrame) -> TrialData:
+    names = [e for e in raw.entries if e.startswith(CHECKPOINT_PREFIX)]
+    if names:
+        names = sorted(
+            e for e in storage.list_dir(fs, raw.path, dirs_only=True) if e.startswith(CHECKPOINT_PREFIX)
+        )
+    ck_metrics = _checkpoint_metrics(raw.json_data, df, names)
+    checkpoints = [
+        (Checkpoint(storage.join(raw.path, n), filesystem=fs), ck_metrics.get(n, {})) for n in names
+    ]
+    config = raw.config
+    if config is None and isinstance(raw.last.get("config"), dict):
+        config = raw.last["config"]
+    return TrialData(
+        path=raw.path, dataframe=df, last_result=raw.last,
+        has_results=raw.json_data is not None or raw.csv_text is not None, config=config,
+        checkpoints=checkpoints, has_error_file=ERROR_PKL in raw.entries or ERROR_TXT in raw.entries,
+    )
+
+
+def read_trial_dir(fs: pafs.FileSystem, trial_path: str, read_params: bool = True) -> TrialData:
+    """Read one trial directory: results, checkpoints (+ their metrics), config."""
+    return read_trial_dirs(fs, [trial_path], read_params)[0]
+
+
+def read_trial_dirs(fs: pafs.FileSystem, paths: Sequence[str], read_params: bool = True
+                    ) -> List[TrialData]:
+    """Read many trial directories; files are fetched by parallel threads on remote
+    storage, and every result.json is parsed in one vectorised pass."""
+    if len(paths) <= 1 or storage.is_local(fs):
+        raws = [_read_raw(fs, p, read_params) for p in paths]
+    else:
+        with ThreadPoolExecutor(min(_MAX_READ_THREADS, len(paths))) as pool:
+            raws = list(pool.map(lambda p: _read_raw(fs, p, read_params), paths))
+    with_json = [r for r in raws if r.json_data]
+    frames = frames_from_json_lines([r.json_data for r in with_json], [r.last for r in with_json])
+    by_id = {id(r): f for r, f in zip(with_json, frames)}
+    out = []
+    for raw in raws:
+        if id(raw) in by_id:
+            df = by_id[id(raw)]
+        elif raw.csv_text is not None:
+            df, raw.last = _csv_frame(raw.csv_text)
+        else:
+            df = pd.DataFrame()
+        out.append(_finish(fs, raw, df))
+    return out
+
+
+def load_error(fs: pafs.FileSystem, trial_path: str, pickled_name: Optional[str] = ERROR_PKL,
+               text_name: Optional[str] = ERROR_TXT) -> Optional[Exception]:
+    """The trial's exception: unpickled from error.pkl when that works without Ray,
+    else a ``TrialFailedError`` carrying error.txt; None when neither file exists."""
+    if pickled_name:
+        try:
+            data = storage.read_bytes(fs, storage.join(trial_path, pickled_name))
+        except (FileNotFoundError, OSError):
+            data = None
+        if data is not None:
+            try:
+                err = pickle.loads(data)
+                if isinstance(err, BaseException):
+                    return err
+            except Exception:  # noqa: BLE001 - a Ray or user class that is not importable here
+                pass
+    if text_name:
+        try:
+            text = storage.read_text(fs, storage.join(trial_path, text_name))
+        except (FileNotFoundError, OSError):
+            text = None
+        if text is not None:
+            return TrialFailedError(text)
+    return None
+
+
+# ---------------------------------------------------------------- experiment dirs
+def find_experiment_state(fs: pafs.FileSystem, experiment_path: str) -> Optional[str]:
+    """Path of the newest ``experiment_state-*.json`` in the dir, or None."""
+    matching = fnmatch.filter(storage.list_dir(fs, experiment_path), EXPERIMENT_STATE_PATTERN)
+    if not matching:
+        return None
+    # The timestamp in the name sorts chronologically.
+    return storage.join(experiment_path, max(matching))
+
+
+def _safe_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return {}
+    return value or {}
+
+
+def _index_from_trial_id(trial_id: str) -> int:
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def trials_from_state(state: Dict[str, Any]) -> List[Tuple[Trial, Dict[str, Any]]]:
+    """Build Trial records from an experiment state dict; returns (trial, runtime) pairs."""
+    out = []
+    for pair in state.get("trial_data", []):
+        t = _safe_json(pair[0])
+        rt = _safe_json(pair[1]) if len(pair) > 1 else {}
+        trial_id = str(t.get("trial_id", ""))
+        last_result = rt.get("last_result")
+        trial = Trial(
+            trial_id=trial_id,
+            config=t.get("config") if isinstance(t.get("config"), dict) else {},
+            trainable_name=str(t.get("trainable_name", "")),
+            experiment_tag=t.get("experiment_tag") or "",
+            evaluated_params=t.get("evaluated_params") if isinstance(t.get("evaluated_params"), dict) else {},
+            dirname=t.get("relative_logdir") or "",
+            status=t.get("status") or TERMINATED,
+            last_result=last_result if isinstance(last_result, dict) else {},
+            num_failures=int(rt.get("num_failures") or 0),
+            error_file=rt.get("error_filename"),
+            custom_trial_name=t.get("custom_trial_name"),
+            start_time=rt.get("start_time"),
+            index=_index_from_trial_id(trial_id),
+        )
+        if isinstance(trial.last_result, dict):
+            trial.checkpoint_dir_name = trial.last_result.get("checkpoint_dir_name")
+        out.append((trial, rt))
+    return out
+
+
+def trial_from_dir(dirname: str, data: TrialData) -> Trial:
+    """A Trial reconstructed from a trial dir alone (no experiment state was written)."""
+    last = data.last_result
+    trial_id = str(last.get("trial_id") or "")
+    if not trial_id:
+        m = _TRIAL_ID_RE.search(dirname)
+        trial_id = m.group(1) if m else dirname
+    trainable = dirname.split("_" + trial_id)[0] if trial_id in dirname else dirname
+    if last.get("done"):
+        status = TERMINATED
+    elif data.has_error_file:
+        status = ERROR
+    else:
+        status = RUNNING  # the driver died while this trial ran
+    return Trial(
+        trial_id=trial_id, config=data.config or {}, trainable_name=trainable,
+        experiment_tag=str(last.get("experiment_tag", "")), dirname=dirname, status=status,
+        last_result=dict(last), error_file=ERROR_TXT if data.has_error_file else None,
+        checkpoint_dir_name=last.get("checkpoint_dir_name"), index=_index_from_trial_id(trial_id),
+    )
+
+
+def is_trial_dir(fs: pafs.FileSystem, path: str, entries: Optional[List[str]] = None) -> bool:
+    """True when ``path`` looks like a trial directory (params.json / result.json / progress.csv)."""
+    entries = storage.list_dir(fs, path) if entries is None else entries
+    return any(e in entries for e in (RESULT_FILE, PARAMS_FILE, PROGRESS_FILE))
+
+
+def scan_trial_dirs(fs: pafs.FileSystem, experiment_path: str) -> List[str]:
+    """Names of the subdirs of an experiment dir that look like trial dirs, sorted."""
+    names = sorted(storage.list_dir(fs, experiment_path))
+    return [
+        n for n in names
+        if not n.startswith(".") and is_trial_dir(fs, storage.join(experiment_path, n))
+    ]
