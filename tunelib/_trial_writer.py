@@ -228,23 +228,28 @@ def _score(metrics: Dict[str, Any], attribute: Optional[str]) -> Optional[float]
     return None if math.isnan(value) else value
 
 
+def rank_checkpoints(kept: List[Tuple[str, Dict[str, Any]]], checkpoint_config):
+    """``kept`` ordered best first by ``checkpoint_score_attribute`` (newest first without
+    one); checkpoints that lack the attribute rank last."""
+    attr = getattr(checkpoint_config, "checkpoint_score_attribute", None)
+    if attr is None:
+        return list(reversed(kept))
+    sign = 1.0 if checkpoint_config.checkpoint_score_order == "max" else -1.0
+
+    def key(item):
+        score = _score(item[1], attr)
+        return (score is not None, sign * score if score is not None else 0.0)
+
+    return sorted(kept, key=key, reverse=True)
+
+
 def select_kept(kept: List[Tuple[str, Dict[str, Any]]], checkpoint_config) -> set:
     """Names of the checkpoints ``CheckpointConfig`` keeps: the best ``num_to_keep`` by
     score (or the most recent), plus always the latest, which a retry restores from."""
     cfg = checkpoint_config
     if cfg is None or cfg.num_to_keep is None or len(kept) <= cfg.num_to_keep:
         return {name for name, _ in kept}
-    attr = cfg.checkpoint_score_attribute
-    if attr is None:
-        ranked = list(reversed(kept))
-    else:
-        sign = 1.0 if cfg.checkpoint_score_order == "max" else -1.0
-
-        def key(item):
-            score = _score(item[1], attr)
-            return (score is not None, sign * score if score is not None else 0.0)
-
-        ranked = sorted(kept, key=key, reverse=True)
+    ranked = rank_checkpoints(kept, cfg)
     keep = {name for name, _ in ranked[: cfg.num_to_keep]}
     keep.add(kept[-1][0])
     return keep

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from tunelib import trial as T
-from tunelib._trial_writer import ERROR_FILE, ERROR_PKL, flatten_dict, select_kept
+from tunelib._trial_writer import (
+    ERROR_FILE,
+    ERROR_PKL,
+    flatten_dict,
+    rank_checkpoints,
+    select_kept,
+)
 from tunelib.error import TuneError
 from tunelib.executor.base import TrialEvent, TrialSpec
 from tunelib.session import CONTINUE, PAUSE, STOP
@@ -531,6 +537,12 @@ def _trial_json(trial: T.Trial, spec: ExperimentSpec) -> List[str]:
         "pickled_error_filename": ERROR_PKL if trial.error_file else None,
         "last_result": _jsonable(trial.last_result),
         "last_result_time": trial.last_result.get("timestamp"),
+        # the reader pairs these with the dirs on storage: best last, as Ray's manager keeps them
+        "best_checkpoints": [
+            {"dir_name": name, "metrics": _jsonable(metrics)}
+            for name, metrics in reversed(rank_checkpoints(trial.kept_checkpoints,
+                                                           spec.checkpoint_config))
+        ],
         "tunelib": {
             "checkpoint_dir_name": trial.checkpoint_dir_name,
             "kept_checkpoints": [name for name, _ in trial.kept_checkpoints],

@@ -129,25 +129,22 @@ class Result:
     def get_best_checkpoint(self, metric: str, mode: str) -> Optional[Checkpoint]:
         """The best of ``best_checkpoints`` by ``metric`` (``a/b`` reaches nested keys).
 
-        Checkpoints without a value for ``metric`` are skipped.
+        Checkpoints without a value for ``metric`` are skipped; returns None when no
+        checkpoint qualifies (none kept, or none reported ``metric``).
 
         Raises:
-            RuntimeError: no checkpoint exists, or none has ``metric`` (as Ray).
             ValueError: ``mode`` is not "min" or "max".
         """
-        if not self.best_checkpoints:
-            raise RuntimeError("No checkpoint exists in the trial directory!")
         if mode not in ["max", "min"]:
             raise ValueError(f'Unsupported mode: {mode}. Please choose from ["min", "max"]!')
+        if not self.best_checkpoints:
+            return None
         valid = [
             (ckpt, value)
             for ckpt, metrics in self.best_checkpoints
             if (value := _reader.unflattened_lookup(metric, metrics, default=None)) is not None
         ]
         if not valid:
-            raise RuntimeError(
-                f"Invalid metric name {metric}! "
-                f"You may choose from the following metrics: {(self.metrics or {}).keys()}."
-            )
+            return None
         op = max if mode == "max" else min
         return op(valid, key=lambda pair: pair[1])[0]

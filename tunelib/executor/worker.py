@@ -196,6 +196,9 @@ class _Worker:
             name = None
             if freq and result["training_iteration"] % freq == 0:
                 name = save(result)
+                # not in Ray's class rows, but it lets any reader pair the checkpoint with
+                # its metrics (Ray's own Result.from_path needs it)
+                result["checkpoint_dir_name"] = name
             session.writer.append_result(result)
             session.last_result = result
             decision = self._send_result(result, name)
