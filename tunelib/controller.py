@@ -78,7 +78,6 @@ class Controller:
         self._by_id: Dict[str, T.Trial] = {}
         self._running: Dict[str, T.Trial] = {}
         self._stopping: set = set()     # trials told to stop, waiting for their "done"
-        self._exploits: Dict[str, tuple] = {}
         self._id_prefix = uuid.uuid4().hex[:5]
         self._search_finished = False
         self._stop_all = False
@@ -90,6 +89,8 @@ class Controller:
         self._iteration = 0
         # decisions a scheduler asked for on trials other than the one it was deciding on
         self._queued_decisions: Dict[str, str] = {}
+        self._deciding: Optional[str] = None
+        self._max_pending = _max_pending_trials(search_alg)
 
     # ------------------------------------------------------------------ SchedulerController
     def get_trials(self) -> List[T.Trial]:
@@ -99,24 +100,36 @@ class Controller:
         return [t for t in self.trials if not t.is_finished]
 
     def pause_trial(self, trial: T.Trial, should_checkpoint: bool = True) -> None:
-        """Pause a trial that is not the one being decided on (the scheduler returns PAUSE for
-        that one): it is told at its next report."""
+        """Pause a trial. The one whose result is being decided pauses through the PAUSE the
+        scheduler returns; another running trial is told at its next report."""
         if trial.trial_id in self._running:
-            self._queued_decisions[trial.trial_id] = PAUSE
+            if trial.trial_id != self._deciding:
+                self._queued_decisions[trial.trial_id] = PAUSE
         elif trial.status == T.PENDING:
             trial.status = T.PAUSED
 
     def stop_trial(self, trial: T.Trial) -> None:
         if trial.trial_id in self._running:
-            self._queued_decisions[trial.trial_id] = STOP
+            if trial.trial_id != self._deciding:
+                self._queued_decisions[trial.trial_id] = STOP
         elif not trial.is_finished:
-            self._finish(trial, T.TERMINATED, "stopped by the scheduler")
+            self._finish(trial, T.TERMINATED, "stopped by the scheduler", removed=True)
 
     def exploit(self, trial: T.Trial, donor_trial: T.Trial, new_config: Dict[str, Any],
-                new_tag: Optional[str] = None) -> None:
-        """When ``trial`` pauses, restart it from ``donor_trial``'s latest checkpoint with
-        ``new_config`` (population-based training)."""
-        self._exploits[trial.trial_id] = (donor_trial, new_config, new_tag)
+                new_tag: Optional[str] = None) -> bool:
+        """PBT: ``trial`` continues from ``donor_trial``'s latest checkpoint with
+        ``new_config``; False (nothing changed) when the donor has no checkpoint yet."""
+        if not donor_trial.checkpoint_dir_name:
+            return False
+        trial.set_config(new_config)
+        if new_tag:
+            trial.set_experiment_tag(new_tag)
+        trial.restore_from = (
+            f"{self.spec.experiment_path}/{donor_trial.dirname}/{donor_trial.checkpoint_dir_name}",
+            donor_trial.checkpoint_progress,
+        )
+        self.pause_trial(trial, should_checkpoint=False)
+        return True
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -201,14 +214,26 @@ class Controller:
     def _has_startable_trials(self) -> bool:
         return any(t.status in (T.PENDING, T.PAUSED) for t in self.trials)
 
+    def _fill_pending(self) -> None:
+        """Create trials ahead of free workers, as Ray does, so that schedulers that look at
+        the whole population (synchronous HyperBand) see it."""
+        if self._search_finished or self._stop_all:
+            return
+        pending = sum(1 for t in self.trials if t.status == T.PENDING)
+        while pending < self._max_pending:
+            if self._create_trial() is None:
+                return
+            pending += 1
+
     def _launch_trials(self) -> None:
+        self._fill_pending()
         while (
             not self._stop_all
             and len(self._running) < self.spec.max_concurrent
             and self.executor.has_free_slot()
         ):
-            if not any(t.status == T.PENDING for t in self.trials) and not self._search_finished:
-                self._create_trial()
+            if not any(t.status == T.PENDING for t in self.trials):
+                self._fill_pending()
             trial = self.scheduler.choose_trial_to_run(self)
             if trial is None:
                 return
@@ -247,15 +272,10 @@ class Controller:
         spec = self.spec
         restore = None
         start_iteration, start_time_total = 0, 0.0
-        exploit = self._exploits.pop(trial.trial_id, None)
+        exploit = trial.restore_from
+        trial.restore_from = None
         if exploit is not None:
-            donor, new_config, new_tag = exploit
-            trial.config = new_config
-            if new_tag:
-                trial.experiment_tag = new_tag
-            if donor.checkpoint_dir_name:
-                restore = f"{spec.experiment_path}/{donor.dirname}/{donor.checkpoint_dir_name}"
-                start_iteration, start_time_total = donor.checkpoint_progress
+            restore, (start_iteration, start_time_total) = exploit
         elif trial.checkpoint_dir_name:
             restore = f"{spec.experiment_path}/{trial.dirname}/{trial.checkpoint_dir_name}"
             start_iteration, start_time_total = trial.checkpoint_progress
@@ -331,11 +351,14 @@ class Controller:
                 if self.stopper is not None and self.stopper(trial.trial_id, result):
                     decision = STOP
                 else:
+                    self._deciding = trial.trial_id
                     decision = self.scheduler.on_trial_result(self, trial, result)
             except Exception as exc:  # a misconfigured stopper/scheduler: stop, and say why
                 self._fatal = exc
                 self.executor.decide(trial.trial_id, STOP)
                 return
+            finally:
+                self._deciding = None
         self.search_alg.on_trial_result(trial.trial_id, result)
         self.recorder.trial_result(trial.trial_id, result)
         for cb in self.callbacks:
@@ -411,15 +434,20 @@ class Controller:
         storage.write_bytes(self.spec.fs, f"{self.spec.experiment_path}/{trial.dirname}/{ERROR_PKL}",
                             pickle.dumps(TuneError(text)))
 
-    def _finish(self, trial: T.Trial, status: str, message: str) -> None:
+    def _finish(self, trial: T.Trial, status: str, message: str, removed: bool = False) -> None:
+        was_running = trial.status == T.RUNNING
         trial.status = status
         if trial.last_result:
             trial.last_result = dict(trial.last_result, done=True)
-        if status == T.TERMINATED:
+        if removed or (status == T.TERMINATED and not was_running and self._stop_all):
+            self.scheduler.on_trial_remove(self, trial)
+            self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None)
+        elif status == T.TERMINATED:
             self.scheduler.on_trial_complete(self, trial, trial.last_result)
             self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None)
-        recorded = "STOPPED" if message and status == T.TERMINATED else status
-        self.recorder.trial_finished(trial.trial_id, recorded, message)
+        if trial.attempts:  # a trial that never started has no flow run to close
+            recorded = "STOPPED" if message and status == T.TERMINATED else status
+            self.recorder.trial_finished(trial.trial_id, recorded, message)
         for cb in self.callbacks:
             hook = getattr(cb, "on_trial_complete", None)
             if hook:
@@ -465,6 +493,26 @@ class Controller:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _max_pending_trials(search_alg) -> int:
+    """Ray's rule: 200 pending trials for the basic variant generator; for a searcher, its
+    ConcurrencyLimiter's limit, else 1 (so it suggests with the latest results in hand)."""
+    import os
+
+    from tunelib.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    value = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG", "auto")
+    if value != "auto":
+        return max(1, int(value))
+    if isinstance(search_alg, BasicVariantGenerator):
+        return max(200, int((os.cpu_count() or 1) * 1.1))
+    searcher = getattr(search_alg, "searcher", None)
+    while searcher is not None:
+        if isinstance(searcher, ConcurrencyLimiter):
+            return searcher.max_concurrent
+        searcher = getattr(searcher, "searcher", None)
+    return 1
 
 
 def _jsonable(value):
