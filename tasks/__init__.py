@@ -1,0 +1,1 @@
+"""Prefect tasks of tunelib (imported lazily; see tasks.iteration)."""
