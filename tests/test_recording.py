@@ -194,8 +194,8 @@ async def _check(api_url, exp_name, r):
     from prefect.client.schemas.objects import Artifact
     from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 
-    # Prefect 3.8.8's client sends "limit": null / "sort": null when they are not given,
-    # which the server (on fastapi 0.154) rejects with 422: always pass both.
+    # Explicit limit and sort: with fastapi >= 0.151 (excluded by pyproject) the server
+    # rejected the null values Prefect 3.8.8 sends for them with 422.
     KW = dict(limit=200, sort=FlowRunSort.ID_DESC)
     async with PrefectClient(api=api_url) as client:
         exp_runs = await client.read_flow_runs(

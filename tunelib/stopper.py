@@ -176,9 +176,7 @@ class TrialPlateauStopper(Stopper):
         if mode is not None and mode not in ("min", "max"):
             raise ValueError(f"TrialPlateauStopper: `mode` must be 'min' or 'max', got {mode!r}.")
         self._iter: Dict[str, int] = defaultdict(int)
-        self._trial_results: Dict[str, deque] = defaultdict(
-            lambda: deque(maxlen=self._num_results)
-        )
+        self._trial_results: Dict[str, deque] = defaultdict(lambda: deque(maxlen=self._num_results))
         self._seen_metric = False
 
     def __call__(self, trial_id: str, result: Dict[str, Any]) -> bool:
@@ -248,9 +246,7 @@ class ExperimentPlateauStopper(Stopper):
                 f"ExperimentPlateauStopper: `patience` must be an integer >= 0, got {patience!r}."
             )
         if not isinstance(std, float) or std <= 0:
-            raise ValueError(
-                f"ExperimentPlateauStopper: `std` must be a float > 0, got {std!r}."
-            )
+            raise ValueError(f"ExperimentPlateauStopper: `std` must be a float > 0, got {std!r}.")
         self._mode = mode
         self._metric = metric
         self._patience = patience
@@ -318,7 +314,9 @@ class TimeoutStopper(Stopper):
             self._budget -= now - self._last_check
         self._last_check = now
         if self._budget <= 0:
-            logger.info("Reached timeout of %s seconds. Stopping all trials.", self._timeout_seconds)
+            logger.info(
+                "Reached timeout of %s seconds. Stopping all trials.", self._timeout_seconds
+            )
             return True
         return False
 
@@ -398,8 +396,7 @@ def as_stopper(stop: Any) -> Optional[Stopper]:
         bad = [type(s).__name__ for s in stop if not isinstance(s, Stopper)]
         if bad:
             raise TypeError(
-                "If `stop` is a list, each element must be a tunelib.tune.Stopper; "
-                f"got {bad}."
+                f"If `stop` is a list, each element must be a tunelib.tune.Stopper; got {bad}."
             )
         return CombinedStopper(*stop)
     if callable(stop) and FunctionStopper.is_valid_function(stop):

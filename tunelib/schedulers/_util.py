@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -15,11 +16,29 @@ MODES = ("min", "max")
 # is not the user's report, so a missing metric there is not an error; Ray skips it too.
 AUTO_KEYS = frozenset(
     {
-        "done", "trial_id", "experiment_id", "date", "timestamp", "pid", "hostname",
-        "node_ip", "config", "training_iteration", "time_total_s", "time_this_iter_s",
-        "time_since_restore", "timesteps_total", "timesteps_this_iter", "timesteps_since_restore",
-        "episodes_total", "episodes_this_iter", "iterations_since_restore",
-        "checkpoint_dir_name", "should_checkpoint", "warmup_time", "experiment_tag",
+        "done",
+        "trial_id",
+        "experiment_id",
+        "date",
+        "timestamp",
+        "pid",
+        "hostname",
+        "node_ip",
+        "config",
+        "training_iteration",
+        "time_total_s",
+        "time_this_iter_s",
+        "time_since_restore",
+        "timesteps_total",
+        "timesteps_this_iter",
+        "timesteps_since_restore",
+        "episodes_total",
+        "episodes_this_iter",
+        "iterations_since_restore",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "warmup_time",
+        "experiment_tag",
     }
 )
 
@@ -67,16 +86,19 @@ def require_metric_mode(sched: Any) -> None:
         )
 
 
-def has_keys(owner: str, result: Dict, time_attr: str, metric: str) -> bool:
+def has_keys(owner: str, result: Dict, time_attr: str, metric: str, strict: bool = False) -> bool:
     """True when ``result`` carries both ``time_attr`` and ``metric``.
 
     False (skip the result, as Ray does) when the result is bare — only keys the
-    wrapper fills in — or when only the anonymous default metric is missing.
-    Otherwise a key the trainable never reports is a user error: ValueError naming it.
+    wrapper fills in — or when only the anonymous default metric is missing, or when
+    ``TUNE_DISABLE_STRICT_METRIC_CHECKING=1`` (Ray's switch; ignored when ``strict``).
+    Otherwise a key the trainable does not report is a user error: ValueError naming it.
     """
     if time_attr in result and metric in result:
         return True
     if all(k in AUTO_KEYS for k in result):
+        return False
+    if not strict and os.environ.get("TUNE_DISABLE_STRICT_METRIC_CHECKING", "0") == "1":
         return False
     for name, key in (("time_attr", time_attr), ("metric", metric)):
         if key not in result:

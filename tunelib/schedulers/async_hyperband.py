@@ -65,9 +65,7 @@ class AsyncHyperBandScheduler(FIFOScheduler):
                 f"{name}: `grace_period` ({grace_period!r}) must be <= `max_t` ({max_t!r})."
             )
         if not reduction_factor > 1:
-            raise ValueError(
-                f"{name}: `reduction_factor` must be > 1, got {reduction_factor!r}."
-            )
+            raise ValueError(f"{name}: `reduction_factor` must be > 1, got {reduction_factor!r}.")
         if not (isinstance(brackets, int) and brackets > 0):
             raise ValueError(f"{name}: `brackets` must be an integer > 0, got {brackets!r}.")
         _util.check_mode(mode, name)

@@ -162,7 +162,9 @@ class HyperBandScheduler(FIFOScheduler):
             for t in good:
                 if bracket.continue_trial(t):
                     if t.status in (ERROR, TERMINATED):
-                        raise TuneError(f"Good trial {t.trial_id} is in an invalid state: {t.status}")
+                        raise TuneError(
+                            f"Good trial {t.trial_id} is in an invalid state: {t.status}"
+                        )
                     if t.status == PAUSED or _is_saving(t):
                         bracket.trials_to_unpause.add(t)
                     elif t.status == RUNNING:
@@ -259,8 +261,7 @@ class _Bracket:
 
     def cur_iter_done(self) -> bool:
         return all(
-            self._get_result_time(result) >= self._cumul_r
-            for result in self._live_trials.values()
+            self._get_result_time(result) >= self._cumul_r for result in self._live_trials.values()
         )
 
     def finished(self) -> bool:

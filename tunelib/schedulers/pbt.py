@@ -204,7 +204,8 @@ class PopulationBasedTraining(FIFOScheduler):
             if _is_sample_from(value):
                 raise ValueError(
                     f"`hyperparam_mutations[{key!r}]`: tune.sample_from objects are not "
-                    "supported; use tune.uniform, tune.loguniform, tune.choice, a list or a callable."
+                    "supported; use tune.uniform, tune.loguniform, tune.choice, a list "
+                    "or a callable."
                 )
         if not hyperparam_mutations and not custom_explore_fn:
             raise TuneError(
@@ -216,9 +217,7 @@ class PopulationBasedTraining(FIFOScheduler):
                 f"`quantile_fraction` must be between 0 and 0.5, got {quantile_fraction!r}."
             )
         if not perturbation_interval > 0:
-            raise ValueError(
-                f"`perturbation_interval` must be > 0, got {perturbation_interval!r}."
-            )
+            raise ValueError(f"`perturbation_interval` must be > 0, got {perturbation_interval!r}.")
         _util.check_mode(mode, type(self).__name__)
         super().__init__()
         self._metric = metric
@@ -262,7 +261,8 @@ class PopulationBasedTraining(FIFOScheduler):
         self, tune_controller: SchedulerController, trial: Trial, result: Dict
     ) -> str:
         if self._require_attrs:
-            if not _util.has_keys(type(self).__name__, result, self._time_attr, self._metric):
+            name = type(self).__name__
+            if not _util.has_keys(name, result, self._time_attr, self._metric, strict=True):
                 return TrialScheduler.CONTINUE
         elif self._time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
@@ -293,7 +293,9 @@ class PopulationBasedTraining(FIFOScheduler):
         ):
             lower, upper = self._quantiles()
             in_lower, in_upper = set(lower), set(upper)
-            middle = [t for t in tune_controller.get_trials() if t not in in_lower and t not in in_upper]
+            middle = [
+                t for t in tune_controller.get_trials() if t not in in_lower and t not in in_upper
+            ]
             # Top trials first so that their checkpoints are marked before bottom ones clone.
             for t in upper + middle + lower:
                 if t not in self._trial_state:
@@ -311,7 +313,9 @@ class PopulationBasedTraining(FIFOScheduler):
         # Synchronous mode pauses every trial at the perturbation point.
         return TrialScheduler.PAUSE
 
-    def _save_trial_state(self, state: _PBTTrialState, time: float, result: Dict, trial: Trial) -> float:
+    def _save_trial_state(
+        self, state: _PBTTrialState, time: float, result: Dict, trial: Trial
+    ) -> float:
         score = self._metric_op * result[self._metric]
         if state.last_score is not None and not math.isnan(state.last_score):
             key = (state.last_score, state.order)
@@ -345,7 +349,9 @@ class PopulationBasedTraining(FIFOScheduler):
         donor = random.choice(upper_quantile)
         assert donor is not trial
         if not self._trial_state[donor].last_checkpoint:
-            logger.info("[pbt]: no checkpoint for trial %s. Skip exploit for Trial %s", donor, trial)
+            logger.info(
+                "[pbt]: no checkpoint for trial %s. Skip exploit for Trial %s", donor, trial
+            )
             return False
         return self._exploit(tune_controller, trial, donor, reporting)
 
@@ -370,7 +376,10 @@ class PopulationBasedTraining(FIFOScheduler):
         logger.info(
             "[PopulationBasedTraining] [Exploit] Cloning trial %s (score = %s) into trial %s "
             "(score = %s); perturbations: %s",
-            donor.trial_id, donor_state.last_score, trial.trial_id, trial_state.last_score,
+            donor.trial_id,
+            donor_state.last_score,
+            trial.trial_id,
+            trial_state.last_score,
             operations,
         )
         if self._log_config:

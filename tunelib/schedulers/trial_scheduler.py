@@ -20,9 +20,9 @@ class SchedulerController(Protocol):
     """What a scheduler may call on the ``tune_controller`` passed to its hooks.
 
     The experiment controller implements this; schedulers use nothing else.
-    All methods are called synchronously from inside a scheduler hook and must
-    not block on a trial (they record a request; the controller carries it out
-    after the hook returns).
+    Schedulers call these from inside their hooks. The controller may act at once
+    (Ray calls ``on_trial_remove`` from inside ``stop_trial``) or right after the hook
+    returns; schedulers rely on neither, and the methods must never block on a trial.
 
     ``get_trials()``
         Every trial of the experiment, in creation order, whatever its status.
@@ -78,6 +78,7 @@ class TrialScheduler:
     ``on_trial_remove`` when a PENDING/PAUSED trial is stopped, and
     ``choose_trial_to_run`` whenever it has room for one more trial.
 
+    Results are flat dicts (nested keys joined with ``/``), as Ray passes them.
     Decisions: ``CONTINUE`` keep running; ``PAUSE`` checkpoint, pause, and free the
     resources (``choose_trial_to_run`` resumes it later); ``STOP`` terminate the
     trial; ``NOOP`` the scheduler already acted on the trial through the controller.
