@@ -62,8 +62,10 @@ def test_hyperband_pauses_and_resumes_from_checkpoints(storage_dir):
     grid = tune.Tuner(
         resumable,
         param_space={"lr": tune.grid_search([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])},
+        # no max_concurrent_trials: as in Ray, it would cap the live (created) trials and
+        # the synchronous bracket would never see its whole population
         tune_config=tune.TuneConfig(
-            metric="score", mode="max", max_concurrent_trials=2,
+            metric="score", mode="max",
             scheduler=HyperBandScheduler(max_t=9, reduction_factor=3),
         ),
         run_config=tune.RunConfig(name="hb", storage_path=storage_dir, verbose=0),

@@ -345,6 +345,8 @@ class Controller:
         trial.last_result = result
         if event.checkpoint_name:
             self._note_checkpoint(trial, event.checkpoint_name, result)
+        # schedulers and searchers see flattened results ("a/b"), as in Ray
+        flat = flatten_dict(result)
         decision = self._queued_decisions.pop(trial.trial_id, CONTINUE)
         if decision == CONTINUE:
             try:
@@ -352,14 +354,14 @@ class Controller:
                     decision = STOP
                 else:
                     self._deciding = trial.trial_id
-                    decision = self.scheduler.on_trial_result(self, trial, result)
+                    decision = self.scheduler.on_trial_result(self, trial, flat)
             except Exception as exc:  # a misconfigured stopper/scheduler: stop, and say why
                 self._fatal = exc
                 self.executor.decide(trial.trial_id, STOP)
                 return
             finally:
                 self._deciding = None
-        self.search_alg.on_trial_result(trial.trial_id, result)
+        self.search_alg.on_trial_result(trial.trial_id, flat)
         self.recorder.trial_result(trial.trial_id, result)
         for cb in self.callbacks:
             hook = getattr(cb, "on_trial_result", None)

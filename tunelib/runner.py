@@ -265,6 +265,17 @@ def run_experiment(
         executor.shutdown()
         _save_search_state(search_alg, fs, experiment_path, spec.session_str)
         missing = recorder.close(RECORD_DRAIN_TIMEOUT_S)
+        stats = recorder.stats
+        message = (
+            f"Prefect recording of {name!r}: {stats.get('writes', 0)} writes, "
+            f"{stats.get('retries_503', 0)} HTTP 503 retries, "
+            f"drained {stats.get('drain_s', 0.0) or 0.0:.2f} s after the last trial"
+        )
+        logger.info(message)
+        if os.environ.get("TUNELIB_PREFECT_STATS") == "1":
+            import sys
+
+            print(message, file=sys.stderr)
         if missing:
             warnings.warn(
                 "Prefect has not recorded everything of experiment "
