@@ -33,7 +33,7 @@ def write_experiment(root: str, n_trials: int, n_results: int, n_ckpt: int = 2) 
         os.makedirs(tdir)
         with open(os.path.join(tdir, "params.json"), "w") as f:
             json.dump(cfg, f, indent=2)
-        lines, csv = [], []
+        lines = []
         last = None
         for it in range(1, n_results + 1):
             ck = f"checkpoint_{it - 1:06d}" if it > n_results - n_ckpt else None

@@ -187,10 +187,13 @@ def _free_port():
 async def _check(api_url, exp_name, r):
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.filters import (
-        FlowFilter, FlowFilterName, FlowRunFilter,
-        FlowRunFilterId, FlowRunFilterParentFlowRunId, FlowRunFilterTags,
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+        FlowRunFilterTags,
     )
-
     from prefect.client.schemas.objects import Artifact
     from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 

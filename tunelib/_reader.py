@@ -19,9 +19,7 @@ import io
 import json
 import logging
 import math
-import os
 import pickle
-import posixpath
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field

@@ -17,7 +17,6 @@ from typing import Any, Dict, Optional
 
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from tunelib.controller import Controller, ExperimentSpec
-from tunelib.error import TuneError
 
 logger = logging.getLogger("tunelib")
 

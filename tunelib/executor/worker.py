@@ -137,11 +137,9 @@ class _Worker:
                 outcome = self._run_function(session, trainable)
             writer.close()
             self.conn.send(outcome)
-        except BaseException as exc:  # the trial failed: report it, keep serving
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not isinstance(
-                exc, SystemExit
-            ):
-                raise
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: just go
+            raise
+        except BaseException as exc:  # the trial failed (sys.exit too): report, keep serving
             self._drop_actor()
             text = "".join(traceback.format_exception(exc))
             if writer is not None:

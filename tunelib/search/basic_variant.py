@@ -165,7 +165,8 @@ class BasicVariantGenerator(SearchAlgorithm):
             warnings.warn(
                 f"The number of pre-generated samples ({grid_size}) exceeds the serialization "
                 f"threshold ({int(SERIALIZATION_THRESHOLD)}). Resume ability is disabled. To "
-                "fix this, reduce the number of dimensions/size of the provided grid search."
+                "fix this, reduce the number of dimensions/size of the provided grid search.",
+                stacklevel=2,
             )
         if num_samples == -1 or self._total_samples is None:
             self._total_samples = None

@@ -16,10 +16,10 @@ from tunelib.schedulers import create_scheduler
 from tunelib.search import create_searcher, grid_search
 from tunelib.search.sample import (
     choice,
-    loguniform,
     lograndint,
-    qloguniform,
+    loguniform,
     qlograndint,
+    qloguniform,
     qrandint,
     qrandn,
     quniform,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
-from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from tunelib._validation import check_keywords
+from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from tunelib.error import TuneError
 
 

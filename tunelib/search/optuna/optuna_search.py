@@ -204,7 +204,8 @@ class OptunaSearch(Searcher):
             warnings.warn(
                 "Define-by-run function passed in the `space` argument took "
                 f"{time.time() - start} seconds to run. Put computation and training in "
-                "the trainable, not in the search space definition."
+                "the trainable, not in the search space definition.",
+                stacklevel=2,
             )
         if ret is not None:
             if not isinstance(ret, dict) or not all(isinstance(k, str) for k in ret):
