@@ -69,44 +69,80 @@ def configured_api_url() -> Optional[str]:
         return None
 
 
-def _embedded_server_class():
-    from prefect.server.api.server import SubprocessASGIServer
+class _EmbeddedServer:
+    """Prefect's embedded server (what ``SubprocessASGIServer`` runs: uvicorn on
+    ``create_app``, UI off), launched WITHOUT importing prefect in this process, so that it
+    boots while the driver imports prefect's client: that overlap is ~2 s of every cold
+    experiment. ``defaults`` apply where the environment does not set the variable."""
 
-    class RecordingServer(SubprocessASGIServer):
-        """SubprocessASGIServer whose subprocess also gets ``extra_env`` (as defaults:
-        a variable the user set in the environment or profile keeps its value)."""
+    def __init__(self, port: int, defaults: Dict[str, str]):
+        self.port = port
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.defaults = defaults
+        self.process: Optional[subprocess.Popen] = None
 
-        extra_env: Dict[str, str] = {}
+    def launch(self, skip: frozenset = frozenset()) -> None:
+        import importlib.util
 
-        def _run_uvicorn_command(self) -> "subprocess.Popen":
-            import prefect
-            from prefect.settings import get_current_settings
+        spec = importlib.util.find_spec("prefect")
+        app_dir = os.path.dirname(os.path.dirname(spec.origin))
+        env = dict(os.environ)
+        env.update({"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                     "PREFECT__SERVER_FINAL": "1"})
+        for key, value in self.defaults.items():
+            if key not in os.environ and key not in skip:
+                env[key] = value
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", app_dir,
+             "--factory", "prefect.server.api.server:create_app",
+             "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"],
+            env=env,
+        )
 
-            server_env = {
-                "PREFECT_UI_ENABLED": "0",
-                "PREFECT__SERVER_EPHEMERAL": "1",
-                "PREFECT__SERVER_FINAL": "1",
-            }
-            configured = get_current_settings().to_environment_variables(exclude_unset=True)
-            defaults = {k: v for k, v in self.extra_env.items()
-                        if k not in os.environ and k not in configured}
-            return subprocess.Popen(
-                args=[
-                    sys.executable, "-m", "uvicorn",
-                    "--app-dir", str(prefect.__module_path__.parent),
-                    "--factory", "prefect.server.api.server:create_app",
-                    "--host", "127.0.0.1", "--port", str(self.port),
-                    "--log-level", "error", "--lifespan", "on",
-                ],
-                env={
-                    **os.environ,
-                    **server_env,
-                    **configured,
-                    **defaults,
-                },
-            )
+    def wait_healthy(self, timeout: float) -> None:
+        import time
+        import urllib.error
+        import urllib.request
 
-    return RecordingServer
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the embedded Prefect server exited with code {self.process.returncode} "
+                    "while starting; see its output above"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(
+                    f"the embedded Prefect server did not answer within {timeout:g} s "
+                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS raises the limit)"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def _profile_settings() -> Dict[str, str]:
+    """Settings the active Prefect profile sets (imports prefect)."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().to_environment_variables(exclude_unset=True)
 
 
 def _free_port() -> int:
@@ -149,18 +185,28 @@ class ServerHandle:
 
         t0 = time.perf_counter()
         try:
-            url = self._given_url or configured_api_url()
+            url = self._given_url or os.environ.get("PREFECT_API_URL")
             if url:
                 self.api_url = url
             else:
-                cls = _embedded_server_class()
-                # an explicit free port: SubprocessASGIServer keeps one instance per port,
-                # and the port-less one may be Prefect's own ephemeral server
-                server = cls(_free_port())
-                server.extra_env = self._extra_env
+                # launch first, then import prefect to read the profile: the server boots
+                # meanwhile; a profile that names a server or sets one of our defaults
+                # (rare) sends us back
+                server = _EmbeddedServer(_free_port(), self._extra_env)
+                server.launch()
                 self._server = server
+                url = configured_api_url()
+                if url:
+                    server.stop()
+                    self._server = None
+                    self.api_url = url
+                    return
+                overridden = frozenset(_profile_settings()) & frozenset(self._extra_env)
+                if overridden:
+                    server.stop()
+                    server.launch(skip=overridden)
                 self.embedded = True
-                server.start(timeout=self._startup_timeout)
+                server.wait_healthy(self._startup_timeout)
                 self.api_url = server.api_url
                 if self._export_env:
                     os.environ["PREFECT_API_URL"] = server.api_url
