@@ -424,17 +424,13 @@ class Controller:
             self._stop_everything(f"trial {trial} failed and fail_fast is set")
 
     def _write_error_file(self, trial: T.Trial, text: str) -> None:
-        """The worker died before it could write error.txt itself."""
-        from tunelib import storage
+        """The worker died before it could write error.txt / error.pkl itself."""
+        from tunelib._trial_writer import FsBackend, TrialWriter
 
-        path = f"{self.spec.experiment_path}/{trial.dirname}/{ERROR_FILE}"
-        previous = storage.read_text(self.spec.fs, path) if storage.exists(self.spec.fs, path) else ""
-        header = f"Failure # {trial.num_failures} (occurred at {time.strftime('%Y-%m-%d_%H-%M-%S')})\n"
-        storage.write_text(self.spec.fs, path, previous + header + text + "\n")
-        import pickle
-
-        storage.write_bytes(self.spec.fs, f"{self.spec.experiment_path}/{trial.dirname}/{ERROR_PKL}",
-                            pickle.dumps(TuneError(text)))
+        backend = FsBackend(self.spec.fs, f"{self.spec.experiment_path}/{trial.dirname}")
+        writer = TrialWriter(backend, progress_header=[])
+        writer.write_error(text, TuneError(text), trial.num_failures)
+        writer.close()
 
     def _finish(self, trial: T.Trial, status: str, message: str, removed: bool = False) -> None:
         was_running = trial.status == T.RUNNING
