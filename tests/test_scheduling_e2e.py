@@ -140,3 +140,28 @@ def test_time_budget_ends_the_experiment(storage_dir):
     assert time.time() - start < 60
     assert grid.num_errors == 0
     assert all(r.metrics_dataframe is None or len(r.metrics_dataframe) < 1000 for r in grid)
+
+
+def test_median_stopping_rule_stops_trials_below_the_median(storage_dir):
+    from tunelib.schedulers import MedianStoppingRule
+
+    # the rule also pauses trials to let pending ones run (as Ray's does), so the trainable
+    # checkpoints: a paused trial resumes where it was
+    grid = tune.Tuner(
+        resumable,
+        param_space={"lr": tune.grid_search([0.6, 0.5, 0.4, 0.3, 0.2, 0.1])},
+        tune_config=tune.TuneConfig(
+            metric="score", mode="max",
+            scheduler=MedianStoppingRule(time_attr="training_iteration", grace_period=2,
+                                         min_samples_required=2),
+        ),
+        run_config=tune.RunConfig(name="median", storage_path=storage_dir, verbose=0,
+                                  stop={"training_iteration": 10}),
+    ).fit()
+    iters = {}
+    for result in grid:
+        df = result.metrics_dataframe
+        assert list(df["training_iteration"]) == list(range(1, len(df) + 1))
+        iters[result.config["lr"]] = len(df)
+    assert iters[0.6] == 10
+    assert iters[0.1] < 10
