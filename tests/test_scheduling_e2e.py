@@ -165,3 +165,20 @@ def test_median_stopping_rule_stops_trials_below_the_median(storage_dir):
         iters[result.config["lr"]] = len(df)
     assert iters[0.6] == 10
     assert iters[0.1] < 10
+
+
+def sleepy_curve(config):
+    for i in range(3):
+        time.sleep(0.2)
+        tune.report({"loss": config["lr"] / (i + 1)})
+
+
+def test_unlimited_samples_until_the_time_budget(storage_dir):
+    grid = tune.Tuner(
+        sleepy_curve, param_space={"lr": tune.uniform(0.01, 1.0)},
+        tune_config=tune.TuneConfig(num_samples=-1, time_budget_s=3.0),
+        run_config=tune.RunConfig(name="forever", storage_path=storage_dir, verbose=0),
+    ).fit()
+    finished = [r for r in grid if r.metrics_dataframe is not None and len(r.metrics_dataframe) == 3]
+    assert len(finished) >= 2 and grid.num_errors == 0
+    assert len({r.config["lr"] for r in finished}) == len(finished)
