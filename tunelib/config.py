@@ -119,8 +119,17 @@ class RunConfig:
     progress_reporter: Any = None
     log_to_file: Any = False
     local_dir: Optional[str] = None
+    # tunelib's own, after Ray's fields: which executor runs the trials (None: worker
+    # processes on this machine). An object with
+    # ``create_executor(spec, num_workers, payload) -> Executor``.
+    executor: Any = None
 
     def __post_init__(self):
+        if self.executor is not None and not hasattr(self.executor, "create_executor"):
+            raise TypeError(
+                "`executor` must be None (local worker processes) or an executor config such "
+                f"as tunelib.tune.PrefectWorkers(...), got {type(self.executor).__name__}."
+            )
         if self.failure_config is None:
             self.failure_config = FailureConfig()
         if self.checkpoint_config is None:

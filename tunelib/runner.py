@@ -200,6 +200,8 @@ def run_experiment(
     if param_space is not None and not isinstance(param_space, dict):
         raise TypeError(f"`param_space` must be a dict, got {type(param_space).__name__}.")
     param_space = dict(param_space or {})
+    if hasattr(trainable, "as_trainable") and not isinstance(trainable, type):
+        trainable = trainable.as_trainable()  # a Trainer (Ray Train): one trial = one run
     payload = _check_trainable(trainable)
     name_of_trainable = trainable_name(trainable)
     metric, mode = tune_config.metric, tune_config.mode
@@ -249,11 +251,15 @@ def run_experiment(
         verbose=_verbosity(run_config.verbose),
     )
 
-    from tunelib.executor.local import LocalExecutor
-
     recorder = create_recorder(enabled=os.environ.get("TUNELIB_DISABLE_PREFECT", "0") != "1")
-    executor = LocalExecutor(workers, gpus_per_worker=resources.get("gpu", 0), gpu_ids=gpus,
-                             storage_fs=fs, experiment_path=experiment_path)
+    if run_config.executor is not None:
+        executor = run_config.executor.create_executor(spec=spec, num_workers=workers,
+                                                       payload=payload)
+    else:
+        from tunelib.executor.local import LocalExecutor
+
+        executor = LocalExecutor(workers, gpus_per_worker=resources.get("gpu", 0), gpu_ids=gpus,
+                                 storage_fs=fs, experiment_path=experiment_path)
     executor.register_trainable(key, payload)
     controller = Controller(spec, executor, recorder, search_alg, scheduler, stopper,
                             callbacks=run_config.callbacks)
