@@ -92,8 +92,10 @@ class _EmbeddedServer:
         for key, value in self.defaults.items():
             if key not in os.environ and key not in skip:
                 env[key] = value
+        env["TUNELIB_PARENT_PID"] = str(os.getpid())
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", app_dir,
+            # uvicorn under a wrapper that exits when this process is gone
+            [sys.executable, "-m", "flows._server_main", "--app-dir", app_dir,
              "--factory", "prefect.server.api.server:create_app",
              "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],

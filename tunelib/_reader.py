@@ -349,11 +349,16 @@ def _csv_frame(text: str) -> Tuple[pd.DataFrame, Dict[str, Any]]:
     return df, (unflatten_dict(_clean_row(df.iloc[-1].to_dict())) if len(df) else {})
 
 
+def _is_checkpoint_name(name: str) -> bool:
+    """``checkpoint_000003``, not a ``checkpoint_000003.tmp-<pid>`` left by a killed copy."""
+    return name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX):].isdigit()
+
+
 def _finish(fs: pafs.FileSystem, raw: _RawTrial, df: pd.DataFrame) -> TrialData:
-    names = [e for e in raw.entries if e.startswith(CHECKPOINT_PREFIX)]
+    names = [e for e in raw.entries if _is_checkpoint_name(e)]
     if names:
         names = sorted(
-            e for e in storage.list_dir(fs, raw.path, dirs_only=True) if e.startswith(CHECKPOINT_PREFIX)
+            e for e in storage.list_dir(fs, raw.path, dirs_only=True) if _is_checkpoint_name(e)
         )
     ck_metrics = _checkpoint_metrics(raw.json_data, df, names)
     checkpoints = [

@@ -97,10 +97,14 @@ class LocalBackend:
         os.replace(tmp, path)
 
     def upload_dir(self, local_dir: str, rel: str) -> None:
+        # copy, then rename: a process killed mid-copy leaves no half checkpoint behind
         dest = os.path.join(self.root, rel)
+        tmp = f"{dest}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(local_dir, tmp)
         if os.path.exists(dest):
             shutil.rmtree(dest)
-        shutil.copytree(local_dir, dest)
+        os.rename(tmp, dest)
 
     def delete_dir(self, rel: str) -> None:
         shutil.rmtree(os.path.join(self.root, rel), ignore_errors=True)

@@ -66,7 +66,8 @@ class Controller:
     """Runs one experiment to completion (see module docstring)."""
 
     def __init__(self, spec: ExperimentSpec, executor, recorder, search_alg, scheduler, stopper,
-                 callbacks=None):
+                 callbacks=None, restored_trials: Optional[List[T.Trial]] = None,
+                 id_prefix: Optional[str] = None):
         self.spec = spec
         self.executor = executor
         self.recorder = recorder
@@ -91,6 +92,13 @@ class Controller:
         self._queued_decisions: Dict[str, str] = {}
         self._deciding: Optional[str] = None
         self._max_pending = _max_pending_trials(search_alg)
+        # trials of an earlier run of this experiment (Tuner.restore / resume=True)
+        for trial in restored_trials or []:
+            self.trials.append(trial)
+            self._by_id[trial.trial_id] = trial
+        if id_prefix:
+            self._id_prefix = id_prefix
+        self._started_here: set = set()
 
     # ------------------------------------------------------------------ SchedulerController
     def get_trials(self) -> List[T.Trial]:
@@ -134,6 +142,9 @@ class Controller:
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
         spec = self.spec
+        for trial in self.trials:  # restored trials that will run again
+            if trial.status == T.PENDING:
+                self.scheduler.on_trial_add(self, trial)
         self.recorder.experiment_started(
             spec.name, {"param_space": _jsonable(spec.param_space), "num_samples": spec.num_samples,
                         "metric": spec.metric, "mode": spec.mode}, [spec.name],
@@ -308,8 +319,11 @@ class Controller:
             reuse_actor=spec.reuse_actors,
             storage_filesystem=spec.storage_filesystem,
         ))
+        # attempts of an earlier run of the experiment were recorded by that run
+        first_here = trial.trial_id not in self._started_here
+        self._started_here.add(trial.trial_id)
         self.recorder.trial_started(trial.trial_id, str(trial), trial.config, spec.max_failures,
-                                    attempt)
+                                    0 if first_here else attempt)
 
     # ------------------------------------------------------------------ events
     def _handle(self, event: TrialEvent) -> None:
@@ -473,6 +487,21 @@ class Controller:
         }
         path = f"{self.spec.experiment_path}/experiment_state-{self.spec.session_str}.json"
         storage.write_text(self.spec.fs, path, json.dumps(data, default=repr))
+        self._save_search_state()
+
+    def _save_search_state(self) -> None:
+        """Next to the experiment state, so that a resumed run continues the search."""
+        from tunelib import storage
+
+        if not storage.is_local(self.spec.fs):
+            return
+        try:
+            self.search_alg.save_to_dir(self.spec.experiment_path,
+                                        session_str=self.spec.session_str)
+        except NotImplementedError:
+            pass
+        except Exception:
+            logger.warning("Could not save the search algorithm's state.", exc_info=True)
 
     def _print_progress(self, final: bool = False) -> None:
         self._last_progress = time.monotonic()

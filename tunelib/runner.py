@@ -152,22 +152,29 @@ def _concurrency(resources: Dict[str, float], max_concurrent: Optional[int],
     return max(1, int(limit))
 
 
-def _experiment_storage(run_config: RunConfig, name: str):
+def storage_root(run_config: RunConfig):
+    """The filesystem and root path that ``storage_path`` (or its defaults) names."""
     from tunelib import storage
 
     storage_path = run_config.storage_path or os.environ.get("TUNE_RESULT_DIR") or DEFAULT_STORAGE_PATH
     if run_config.storage_filesystem is None and "://" not in str(storage_path):
         storage_path = os.path.abspath(os.path.expanduser(str(storage_path)))
     try:
-        fs, root = storage.get_fs_and_path(storage_path, run_config.storage_filesystem)
+        return storage.get_fs_and_path(storage_path, run_config.storage_filesystem)
     except Exception as exc:
         raise ValueError(f"`storage_path` {storage_path!r} cannot be used: {exc}") from exc
+
+
+def _experiment_storage(run_config: RunConfig, name: str):
+    from tunelib import storage
+
+    fs, root = storage_root(run_config)
     experiment_path = storage.join(root, name)
     try:
         storage.write_text(fs, storage.join(experiment_path, ".validate_storage_marker"), "")
     except Exception as exc:
         raise ValueError(
-            f"`storage_path` {storage_path!r} is not writable: cannot create "
+            f"`storage_path` {run_config.storage_path!r} is not writable: cannot create "
             f"{storage.fs_uri(fs, experiment_path)!r} ({exc})."
         ) from exc
     return fs, experiment_path, storage.fs_uri(fs, experiment_path)
@@ -189,8 +196,14 @@ def run_experiment(
     tune_config: TuneConfig,
     run_config: RunConfig,
     resources_per_trial=None,
+    resume=None,
 ):
-    """Run an experiment end to end and return its ``ExperimentAnalysis``."""
+    """Run an experiment end to end and return its ``ExperimentAnalysis``.
+
+    With ``resume`` (a ``tunelib.resume.ResumePolicy``), the experiment named by
+    ``run_config`` continues: its saved trials are restored and the search goes on.
+    """
+    from tunelib import storage
     from tunelib.analysis import load_experiment
     from tunelib.recording import create_recorder
     from tunelib.schedulers import FIFOScheduler
@@ -226,6 +239,13 @@ def run_experiment(
 
     name = run_config.name or f"{name_of_trainable}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     fs, experiment_path, experiment_uri = _experiment_storage(run_config, name)
+    restored, id_prefix = [], None
+    if resume is not None:
+        from tunelib.resume import load_trials
+
+        restored, id_prefix = load_trials(fs, experiment_path, resume)
+        if storage.is_local(fs) and search_alg.has_checkpoint(experiment_path):
+            search_alg.restore_from_dir(experiment_path)  # configs already tried stay tried
     key = hashlib.sha1(payload).hexdigest()[:16]
     spec = ExperimentSpec(
         name=name,
@@ -262,13 +282,13 @@ def run_experiment(
                                  storage_fs=fs, experiment_path=experiment_path)
     executor.register_trainable(key, payload)
     controller = Controller(spec, executor, recorder, search_alg, scheduler, stopper,
-                            callbacks=run_config.callbacks)
+                            callbacks=run_config.callbacks, restored_trials=restored,
+                            id_prefix=id_prefix)
     try:
         executor.start()
         controller.run()
     finally:
         executor.shutdown()
-        _save_search_state(search_alg, fs, experiment_path, spec.session_str)
         missing = recorder.close(RECORD_DRAIN_TIMEOUT_S)
         stats = recorder.stats
         message = (
@@ -297,17 +317,3 @@ def run_experiment(
     )
     analysis._tunelib_controller_trials = controller.trials
     return analysis
-
-
-def _save_search_state(search_alg, fs, experiment_path: str, session_str: str) -> None:
-    """Searcher state goes next to the experiment so a resumed run continues the search."""
-    from tunelib import storage
-
-    if not storage.is_local(fs):
-        return
-    try:
-        search_alg.save_to_dir(experiment_path, session_str=session_str)
-    except NotImplementedError:
-        pass
-    except Exception:
-        logger.warning("Could not save the search algorithm's state.", exc_info=True)

@@ -16,6 +16,7 @@ from multiprocessing.connection import Client
 from typing import Any, Dict, Optional
 
 from tunelib import session as _session
+from tunelib._lifeline import exit_with_parent
 from tunelib._trial_writer import (
     ForwardBackend,
     FsBackend,
@@ -279,6 +280,9 @@ def main() -> None:
     authkey = bytes.fromhex(os.environ["TUNELIB_WORKER_AUTHKEY"])
     process_local = os.environ.get("TUNELIB_WORKER_FORWARD_STORAGE") == "1"
     conn = Client(address, family="AF_UNIX", authkey=authkey)
+    # a driver killed with SIGKILL cannot stop us; a trainable busy in a long step would
+    # only notice at its next report
+    exit_with_parent(os.getppid())
     # Let user code import modules that sit next to the driver's script.
     for path in os.environ.get("TUNELIB_WORKER_SYS_PATH", "").split(os.pathsep):
         if path and path not in sys.path:

@@ -34,6 +34,47 @@ def _checkpoint_config(checkpoint_config, keep_checkpoints_num, checkpoint_score
     )
 
 
+_RESUME_BASES = ("TRUE", "AUTO", "LOCAL", "REMOTE")
+
+
+def _resume_policy(resume, resume_config, run_config: RunConfig):
+    """Ray's ``resume=`` values: True / "AUTO" / "LOCAL" / "REMOTE", optionally with
+    "+ERRORED", "+ERRORED_ONLY", "+RESTART_ERRORED" or "+RESTART_ERRORED_ONLY"; "AUTO"
+    starts afresh when there is nothing to resume."""
+    from tunelib.resume import RESTART, RESUME, SKIP, ResumePolicy
+
+    if resume in (None, False) and resume_config is None:
+        return None
+    base, _, suffix = str(resume if resume is not None else True).upper().partition("+")
+    if base not in _RESUME_BASES or suffix not in ("", "ERRORED", "ERRORED_ONLY",
+                                                   "RESTART_ERRORED", "RESTART_ERRORED_ONLY"):
+        raise ValueError(
+            f"`resume` must be True, False, or one of {list(_RESUME_BASES)} optionally followed "
+            f"by +ERRORED, +ERRORED_ONLY, +RESTART_ERRORED or +RESTART_ERRORED_ONLY; got {resume!r}."
+        )
+    if not run_config.name:
+        raise ValueError("tune.run(resume=...) needs `name`: the experiment to continue.")
+    if base == "AUTO" and not _has_state(run_config):
+        return None
+    if resume_config is not None:
+        return ResumePolicy(resume_config.finished, resume_config.unfinished,
+                            resume_config.errored)
+    errored = RESTART if suffix.startswith("RESTART") else RESUME if suffix else SKIP
+    unfinished = SKIP if suffix.endswith("ONLY") else RESUME
+    return ResumePolicy(unfinished=unfinished, errored=errored)
+
+
+def _has_state(run_config: RunConfig) -> bool:
+    from tunelib import _reader, storage
+    from tunelib.runner import storage_root
+
+    try:
+        fs, root = storage_root(run_config)
+        return _reader.find_experiment_state(fs, storage.join(root, run_config.name)) is not None
+    except (ValueError, OSError):
+        return False
+
+
 @check_keywords
 def run(
     run_or_experiment: Union[str, Callable, type],
@@ -93,10 +134,10 @@ def run(
     """
     from tunelib.runner import run_experiment
 
-    if restore is not None or resume not in (None, False):
+    if restore is not None:
         raise NotImplementedError(
-            "`restore` / `resume` in tune.run are not supported yet; use "
-            "tune.Tuner.restore(path, trainable) to read an existing experiment."
+            "`restore` (start one trial from a checkpoint path) is not supported; resume the "
+            "experiment with `resume=True` or tune.Tuner.restore(path, trainable).fit()."
         )
     tune_config = TuneConfig(
         mode=mode,
@@ -130,6 +171,7 @@ def run(
         tune_config=tune_config,
         run_config=run_config,
         resources_per_trial=resources_per_trial,
+        resume=_resume_policy(resume, resume_config, run_config),
     )
     failed = [t for t in analysis.trials if t.status == "ERROR"]
     if failed and raise_on_failed_trial:

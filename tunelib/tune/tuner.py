@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Dict, Optional
 
@@ -54,6 +55,7 @@ class Tuner:
         self._run_config = run_config or RunConfig()
         self._restored_path: Optional[str] = None
         self._restored_fs = None
+        self._resume = None
         self._results = None
 
     def fit(self):
@@ -65,11 +67,23 @@ class Tuner:
         from tunelib.result_grid import ResultGrid
         from tunelib.runner import run_experiment
 
+        run_config = self._run_config
+        if self._restored_path is not None:
+            if self._trainable is None:
+                raise ValueError(
+                    "Tuner.restore(path, trainable=...) needs the trainable to continue the "
+                    "experiment (get_results() alone does not)."
+                )
+            # the experiment lives where it was restored from, whatever tuner.pkl says
+            parent, _, name = self._restored_path.rstrip("/").rpartition("/")
+            run_config = dataclasses.replace(run_config, name=name, storage_path=parent or ".",
+                                             storage_filesystem=self._restored_fs)
         analysis = run_experiment(
             self._trainable,
             param_space=self._param_space,
             tune_config=self._tune_config,
-            run_config=self._run_config,
+            run_config=run_config,
+            resume=self._resume,
         )
         self._write_tuner_file(analysis)
         self._results = ResultGrid(analysis)
@@ -123,7 +137,10 @@ class Tuner:
     ) -> "Tuner":
         """Open an existing experiment directory (local path or URL).
 
-        ``get_results()`` then reads it.
+        ``get_results()`` reads it; ``fit()`` continues it: unfinished trials resume from
+        their latest checkpoint, finished ones are kept, errored ones are skipped (or
+        resumed with ``resume_errored``, or started over with ``restart_errored``), and the
+        search continues where it stopped.
         """
         from tunelib import storage
 
@@ -148,8 +165,16 @@ class Tuner:
             tune_config=saved.get("tune_config"),
             run_config=saved.get("run_config"),
         )
+        from tunelib.resume import ResumePolicy
+
         tuner._restored_path = str(path)
         tuner._restored_fs = storage_filesystem
+        if _resume_config is not None:
+            tuner._resume = ResumePolicy(_resume_config.finished, _resume_config.unfinished,
+                                         _resume_config.errored)
+        else:
+            tuner._resume = ResumePolicy.from_tuner_flags(resume_unfinished, resume_errored,
+                                                          restart_errored)
         return tuner
 
     @classmethod
