@@ -105,6 +105,9 @@ def test_tune_run_resume(storage_dir):
                         metric="score", mode="max", verbose=0)
     assert len(analysis.trials) == 6
     assert analysis.best_config["x"] == 6
+    frames = analysis.trial_dataframes.values()
+    assert all(df["step"].iloc[-1] == 10 for df in frames)
+    assert sum(len(df) for df in frames) < 60 + killed_rows  # finished work is not redone
 
 
 def test_resume_auto_starts_afresh_when_nothing_to_resume(storage_dir):

@@ -115,6 +115,12 @@ def test_pbt_exploits_a_donor_checkpoint_with_a_mutated_config(storage_dir):
                 exploited += 1
                 assert df["lr_used"].iloc[k] in mutations
     assert exploited >= 1
+    # Ray's policy logs: one line per exploit, [tag, donor tag, it, donor it, donor cfg, cfg]
+    exp_dir = os.path.join(storage_dir, "pbt")
+    with open(os.path.join(exp_dir, "pbt_global.txt")) as f:
+        lines = [json.loads(line) for line in f]
+    assert len(lines) >= exploited and all(len(line) == 6 for line in lines)
+    assert any(n.startswith("pbt_policy_") for n in os.listdir(exp_dir))
 
 
 def slow_reporter(config):

@@ -99,6 +99,7 @@ class Controller:
         if id_prefix:
             self._id_prefix = id_prefix
         self._started_here: set = set()
+        self._policy_entries_written = 0
 
     # ------------------------------------------------------------------ SchedulerController
     def get_trials(self) -> List[T.Trial]:
@@ -375,6 +376,8 @@ class Controller:
                 return
             finally:
                 self._deciding = None
+            if len(getattr(self.scheduler, "policy_log", ())) > self._policy_entries_written:
+                self._write_policy_log()
         self.search_alg.on_trial_result(trial.trial_id, flat)
         self.recorder.trial_result(trial.trial_id, result)
         for cb in self.callbacks:
@@ -436,6 +439,21 @@ class Controller:
             self._fatal = event.error or TuneError(event.error_text)
         elif self.spec.fail_fast:
             self._stop_everything(f"trial {trial} failed and fail_fast is set")
+
+    def _write_policy_log(self) -> None:
+        """PBT's exploits, in Ray's files: every one in ``pbt_global.txt``; per trial, its
+        donor's history followed by the exploit in ``pbt_policy_<trial_id>.txt``."""
+        from tunelib import storage
+
+        fs, root = self.spec.fs, self.spec.experiment_path
+        log = self.scheduler.policy_log
+        for trial_id, donor_id, policy in log[self._policy_entries_written:]:
+            line = json.dumps(policy, default=repr) + "\n"
+            _append_text(fs, storage.join(root, "pbt_global.txt"), line)
+            donor_file = storage.join(root, f"pbt_policy_{donor_id}.txt")
+            history = storage.read_text(fs, donor_file) if storage.exists(fs, donor_file) else ""
+            storage.write_text(fs, storage.join(root, f"pbt_policy_{trial_id}.txt"), history + line)
+        self._policy_entries_written = len(log)
 
     def _write_error_file(self, trial: T.Trial, text: str) -> None:
         """The worker died before it could write error.txt / error.pkl itself."""
@@ -520,6 +538,13 @@ class Controller:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _append_text(fs, path: str, text: str) -> None:
+    from tunelib import storage
+
+    previous = storage.read_text(fs, path) if storage.exists(fs, path) else ""
+    storage.write_text(fs, path, previous + text)
 
 
 def _max_pending_trials(search_alg) -> int:
