@@ -78,7 +78,6 @@ class Controller:
         self.trials: List[T.Trial] = []
         self._by_id: Dict[str, T.Trial] = {}
         self._running: Dict[str, T.Trial] = {}
-        self._stopping: set = set()     # trials told to stop, waiting for their "done"
         self._id_prefix = uuid.uuid4().hex[:5]
         self._search_finished = False
         self._stop_all = False
@@ -335,7 +334,6 @@ class Controller:
             self._on_result(trial, event)
         elif event.kind == "done":
             self._running.pop(trial.trial_id, None)
-            self._stopping.discard(trial.trial_id)
             if event.checkpoint_name:
                 self._note_checkpoint(trial, event.checkpoint_name, trial.last_result)
             self._finish(trial, T.TERMINATED, "")
@@ -387,8 +385,6 @@ class Controller:
         self._iteration += 1
         if decision not in (CONTINUE, PAUSE, STOP):
             decision = CONTINUE  # NOOP and unknown answers keep the trial going
-        if decision == STOP:
-            self._stopping.add(trial.trial_id)
         self.executor.decide(trial.trial_id, decision)
 
     def _validate_metric(self, trial: T.Trial, result: Dict[str, Any]) -> None:

@@ -315,5 +315,4 @@ def run_experiment(
         default_metric=metric,
         default_mode=mode,
     )
-    analysis._tunelib_controller_trials = controller.trials
     return analysis

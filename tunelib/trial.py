@@ -54,7 +54,7 @@ class Trial:
     attempts: int = 0
     # what the latest checkpoint was taken at: (training_iteration, time_total_s)
     checkpoint_progress: tuple = (0, 0.0)
-    # iteration count of the first result, to validate metric/mode once per trial
+    # results of the current attempt (the metric is validated on the first)
     results_seen: int = 0
 
     @property
