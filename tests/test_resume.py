@@ -73,9 +73,25 @@ def _run_and_kill(storage_dir, after_rows):
             break
         assert proc.poll() is None, "the driver ended before it could be killed"
         time.sleep(0.05)
+    _read_every_trial(exp_dir)  # while the experiment is still running
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    _read_every_trial(exp_dir)  # after its driver was killed
     return exp_dir
+
+
+def _read_every_trial(exp_dir):
+    """Result.from_path reads any trial dir, whatever state its experiment is in."""
+    from tunelib.result import Result
+
+    for name in os.listdir(exp_dir):
+        path = os.path.join(exp_dir, name)
+        if not os.path.exists(os.path.join(path, "result.json")):
+            continue
+        result = Result.from_path(path)
+        rows = len(result.metrics_dataframe)
+        assert rows >= 1 and result.metrics["step"] == result.metrics_dataframe["step"].iloc[-1]
+        assert result.config["sleep"] == 0.25
 
 
 def _check_completed(grid, killed_rows):
