@@ -238,23 +238,29 @@ class TuneContext:
         return {}
 
     def get_storage(self):
+        """The experiment's storage location (a path or URL)."""
         spec = self._spec()
-        return spec.storage_uri if spec else None
+        return spec.experiment_uri if spec else None
+
+    # In a data-parallel worker (tunelib.train) the session carries its ranks; a plain
+    # Tune trial is one worker of world size 1.
+    def _rank(self, name: str, default: int) -> int:
+        return int(getattr(self._session, name, default))
 
     def get_world_size(self) -> int:
-        return 1
+        return self._rank("world_size", 1)
 
     def get_world_rank(self) -> int:
-        return 0
+        return self._rank("world_rank", 0)
 
     def get_local_rank(self) -> int:
-        return 0
+        return self._rank("local_rank", 0)
 
     def get_local_world_size(self) -> int:
-        return 1
+        return self._rank("local_world_size", 1)
 
     def get_node_rank(self) -> int:
-        return 0
+        return self._rank("node_rank", 0)
 
 
 def get_context() -> TuneContext:
