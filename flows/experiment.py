@@ -18,6 +18,17 @@ def experiment(
     name: str,
     parameters: Optional[Dict[str, Any]] = None,
     run: Optional[Callable[[], Any]] = None,
+    script: Optional[str] = None,
 ) -> Any:
-    """Run one experiment: ``run()`` is the controller's loop (returns the ResultGrid)."""
+    """Run one experiment: ``run()`` is the controller's loop (returns the ResultGrid).
+
+    As a deployment run (``experiment/tunelib-experiment``, see deployments/README.md):
+    ``script`` is the path of a Python script (on the worker's machine) that runs the
+    experiment with ``Tuner.fit()`` / ``tune.run()``; it is executed as ``__main__``.
+    """
+    if script is not None:
+        import runpy
+
+        runpy.run_path(script, run_name="__main__")
+        return None
     return run() if run is not None else None

@@ -13,6 +13,10 @@ into REST writes (acknowledged: a write is recorded when its response arrives):
                          (UpdateSubflowParentTask). Retries = max_failures.
                          Attempt >= 1 after a failure: Running named "Retrying" (run_count+1);
                          after a pause: Running "Resumed" in the same flow run.
+                         Trials registered with register_external_trial_run (the
+                         Prefect-workers executor's deployment runs): no flow run is
+                         created and no state is set - Prefect's engine on the worker owns
+                         them; only the iteration task runs below are added to that run.
 * trial_result        -> buffered; consecutive results of one trial become ONE task run of
                          task ``iteration`` created directly in Completed, named
                          ``iteration 3-7``, the metrics in its state message. A buffer is
@@ -57,9 +61,8 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional
 
-from tunelib.recording import QueueRecorder
-
 from flows.server import ServerHandle
+from tunelib.recording import QueueRecorder
 
 log = logging.getLogger("tunelib.recorder")
 
@@ -70,6 +73,17 @@ _AUTO_KEYS = {
     "experiment_id", "trial_id", "config", "done", "should_checkpoint", "checkpoint_dir_name",
     "training_iteration", "episodes_total", "timesteps_total", "experiment_tag",
 }
+# Trials whose flow runs another engine creates and runs (the Prefect-workers executor's
+# deployment runs): trial id -> flow run id. The recorder then only adds iteration task
+# runs to that flow run; its states belong to Prefect's engine on the worker.
+_EXTERNAL_TRIAL_RUNS: Dict[str, str] = {}
+
+
+def register_external_trial_run(trial_id: str, flow_run_id: str) -> None:
+    """Tell the recorder that ``trial_id``'s current flow run exists and is not ours to set."""
+    _EXTERNAL_TRIAL_RUNS[trial_id] = flow_run_id
+
+
 _RETRY_MSG = "Received response with retryable status code 503"
 _CLOSE = ("__close__", 0.0, None)
 
@@ -147,7 +161,7 @@ class _Trial:
         "trial_id", "name", "config", "max_failures", "retries", "flow_run_id",
         "parent_task_run_id", "buffer", "tail", "in_flight", "pending", "run_count",
         "status", "resumes", "seq", "last_result", "iterations_recorded", "started",
-        "final_status",
+        "final_status", "external",
     )
 
     def __init__(self, trial_id: str, name: str):
@@ -170,6 +184,7 @@ class _Trial:
         self.iterations_recorded = 0
         self.started = False
         self.final_status: Optional[str] = None
+        self.external = False
 
 
 class PrefectRecorder(QueueRecorder):
@@ -397,6 +412,11 @@ class PrefectRecorder(QueueRecorder):
             tr = self._new_trial(trial_id, trial_name)
         tr.name = trial_name
         self._flush(tr)
+        external = _EXTERNAL_TRIAL_RUNS.get(trial_id)
+        if external is not None:
+            tr.external, tr.started, tr.status = True, True, "running"
+            tr.flow_run_id = external
+            return
         if not tr.started:
             tr.started = True
             tr.config = _jsonable(config or {})
@@ -422,6 +442,8 @@ class PrefectRecorder(QueueRecorder):
     def _on_trial_failed(self, t: float, trial_id: str, error: str, will_retry: bool) -> None:
         tr = self._trials.get(trial_id) or self._new_trial(trial_id, trial_id)
         self._flush(tr)
+        if tr.external:
+            return
         msg = (error or "failed").strip()
         if len(msg) > 2000:
             msg = "…" + msg[-1999:]
@@ -445,6 +467,8 @@ class PrefectRecorder(QueueRecorder):
     def _on_trial_paused(self, t: float, trial_id: str) -> None:
         tr = self._trials.get(trial_id) or self._new_trial(trial_id, trial_id)
         self._flush(tr)
+        if tr.external:
+            return
         tr.status = "paused"
         details = {"pause_key": uuid.uuid4().hex, "pause_reschedule": False}
         self._schedule(tr, "Paused state",
@@ -454,6 +478,9 @@ class PrefectRecorder(QueueRecorder):
     def _on_trial_finished(self, t: float, trial_id: str, status: str, message: str = "") -> None:
         tr = self._trials.get(trial_id) or self._new_trial(trial_id, trial_id)
         self._flush(tr)
+        if tr.external:
+            tr.status, tr.final_status = "final", status
+            return
         already_failed = tr.status == "failed_pending_finish"
         tr.status = "final"
         tr.final_status = status

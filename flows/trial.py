@@ -2,10 +2,12 @@
 
 Retries are Ray's ``FailureConfig.max_failures``: ``trial_flow(max_failures)`` returns the
 flow with ``retries`` set (``-1`` = retry forever, approximated by ``UNLIMITED_RETRIES``
-since Prefect has no "forever"). The body runs a trainable in-process; the Prefect-workers
-backend uses it. The local executor runs trainables in plain worker processes and the
-driver-side recorder mirrors the same story (flow run per trial, iteration task runs,
-retries through Prefect's orchestration) through the REST API.
+since Prefect has no "forever"). The local executor runs trainables in plain worker processes
+and the driver-side recorder mirrors the same story (flow run per trial, iteration task runs,
+retries through Prefect's orchestration) through the REST API. The Prefect-workers executor
+(tunelib.executor.prefect_workers) deploys this flow: each trial is a real deployment run on
+a ``prefect worker``, whose states Prefect's engine sets there (retries in place included);
+the driver's recorder only adds the iteration task runs to it.
 """
 
 from __future__ import annotations
@@ -30,15 +32,41 @@ def retries_for(max_failures: int) -> int:
 def trial(
     config: Dict[str, Any],
     run_trainable: Optional[Callable[[Dict[str, Any]], Any]] = None,
+    tunelib: Optional[Dict[str, Any]] = None,
 ) -> Any:
     """Run one trial: ``run_trainable(config)`` trains in this process.
 
     A raise fails this attempt; Prefect retries the flow run (``retries``) and the
     trainable restores from its latest persisted checkpoint.
+
+    As a deployment run (the Prefect-workers executor, ``tunelib`` given): the trainable and
+    the attempt's spec are read from the experiment's storage, results go to storage and
+    the driver's decisions come back through a control record there
+    (``tunelib.executor.prefect_workers``). The flow run's retries are set per run by the
+    driver to the failures the trial has left.
     """
+    if tunelib is not None:
+        return _run_deployed(tunelib)
     if run_trainable is None:
         return None
     return run_trainable(config)
+
+
+def _run_deployed(params: Dict[str, Any]):
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+    from prefect.states import Completed
+
+    from tunelib.executor.remote_trial import run_trial_attempt
+
+    logger = get_run_logger()
+    logger.info("trial %s, attempt %s", params.get("trial_id"), flow_run.run_count)
+    kind, checkpoint, decision = run_trial_attempt(str(flow_run.id), params)
+    if kind == "paused":
+        return Completed(name="Paused", message=f"paused by the scheduler at {checkpoint}")
+    if decision == "STOP":
+        return Completed(name="Stopped", message="stopped early by the scheduler")
+    return Completed(message="trial finished")
 
 
 def trial_flow(max_failures: int = 0):

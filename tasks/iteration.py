@@ -1,10 +1,11 @@
 """The ``iteration`` task: one training iteration (or several coalesced) of a trial.
 
-Executed with Prefect's engine by the Prefect-workers backend (a class Trainable's
-``step()`` or the span between two ``report()`` calls). The local executor does not run it:
-its driver-side recorder (flows.recorder) creates ``iteration`` task runs directly through
-the REST API, coalescing fast iterations into one task run named ``iteration 3-7``; it uses
-this task's ``task_key`` so both paths show up as the same task in the UI.
+Neither executor runs it per iteration (a task run on the trial's path costs milliseconds):
+the driver-side recorder (flows.recorder) creates ``iteration`` task runs directly through
+the REST API, coalescing fast iterations into one task run named ``iteration 3-7``, in the
+trial's flow run - the recorder's own (local executor) or the deployment run a Prefect
+worker executes (Prefect-workers executor). It uses this task's ``task_key`` so that they
+show up as this task in the UI.
 """
 
 from __future__ import annotations

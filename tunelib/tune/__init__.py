@@ -9,6 +9,7 @@ from tunelib.analysis import ExperimentAnalysis
 from tunelib.checkpoint import Checkpoint
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from tunelib.error import TuneError
+from tunelib.executor.prefect_workers import PrefectWorkers
 from tunelib.registry import register_trainable
 from tunelib.result import Result
 from tunelib.result_grid import ResultGrid
@@ -64,4 +65,5 @@ __all__ = [
     "create_scheduler", "PlacementGroupFactory", "Tuner", "TuneConfig", "ResumeConfig",
     "RunConfig", "CheckpointConfig", "FailureConfig", "Result", "Checkpoint", "get_checkpoint",
     "report", "get_context", "TuneContext", "SyncConfig", "schedulers", "search", "stopper",
+    "PrefectWorkers",
 ]

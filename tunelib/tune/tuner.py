@@ -85,13 +85,14 @@ class Tuner:
             run_config=run_config,
             resume=self._resume,
         )
-        self._write_tuner_file(analysis)
+        self._write_tuner_file(run_config, analysis.experiment_path)
         self._results = ResultGrid(analysis)
         return self._results
 
-    def _write_tuner_file(self, analysis) -> None:
+    def _write_tuner_file(self, run_config: RunConfig, experiment_path: str) -> None:
         """What ``Tuner.restore`` needs: the param space and configs (not the trainable)."""
         from tunelib import storage
+        from tunelib.runner import storage_root
 
         try:
             data = cloudpickle.dumps({
@@ -99,9 +100,8 @@ class Tuner:
                 "tune_config": self._tune_config,
                 "run_config": self._run_config,
             })
-            fs, path = storage.get_fs_and_path(analysis.experiment_path,
-                                               self._run_config.storage_filesystem)
-            storage.write_bytes(fs, storage.join(path, _TUNER_FILE), data)
+            fs, _ = storage_root(run_config)  # the experiment's filesystem (s3://, memory://)
+            storage.write_bytes(fs, storage.join(experiment_path, _TUNER_FILE), data)
         except Exception:  # configs holding unpicklable objects: restore will need them passed
             pass
 

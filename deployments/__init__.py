@@ -1,0 +1,1 @@
+"""Deploying tunelib's flows to Prefect work pools (see README.md here)."""
