@@ -34,3 +34,59 @@ def storage_dir(tmp_path):
     path = tmp_path / "results"
     path.mkdir()
     return str(path)
+
+
+_AWS_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """An S3 endpoint on loopback (moto's server mode) for the session, with the AWS
+    variables pointing at it; yields ``make_bucket(name) -> "s3://name"``. Stopped by PID."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tunelib import storage
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved = {k: os.environ.get(k) for k in _AWS_KEYS}
+    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="test",
+                      AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
+
+    def make_bucket(name: str) -> str:
+        fs, _ = storage.get_fs_and_path(f"s3://{name}")
+        fs.create_dir(name)
+        return f"s3://{name}"
+
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        storage._FS_CACHE.pop("s3", None)  # pick up the endpoint
+        yield make_bucket
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        storage._FS_CACHE.pop("s3", None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -67,58 +67,15 @@ def _summary(grid):
     )
 
 
-_AWS_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-             "AWS_DEFAULT_REGION")
-
-
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    """A moto S3 server on loopback (None without moto/s3fs); set in the environment before
-    the workers start, so that they see the same bucket."""
+def s3_endpoint(request):
+    """A bucket on the session's moto S3 server, or None without s3fs/moto."""
     try:
         import moto  # noqa: F401
         import s3fs  # noqa: F401
     except ImportError:
-        yield None
-        return
-    import signal
-    import socket
-    import subprocess
-    import sys
-
-    from deployments.local_cluster import _free_port
-    from tunelib import storage
-
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    saved = {k: os.environ.get(k) for k in _AWS_KEYS}
-    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="test",
-                      AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        storage._FS_CACHE.pop("s3", None)  # pick up the endpoint
-        fs, _ = storage.get_fs_and_path("s3://tunelib-scaleout")
-        fs.create_dir("tunelib-scaleout")
-        yield "s3://tunelib-scaleout"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        storage._FS_CACHE.pop("s3", None)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        return None
+    return request.getfixturevalue("moto_s3")("tunelib-scaleout")
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,6 @@
 """Checkpoints, storage and Result reading on s3:// (moto server on a loopback port)."""
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -21,47 +16,10 @@ from tunelib.result_grid import ResultGrid  # noqa: E402
 FIXTURES = "/work/shared/fixtures/ray-2.60"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    saved = {k: os.environ.get(k) for k in
-             ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="test",
-                      AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        storage._FS_CACHE.pop("s3", None)  # pick up the endpoint
-        fs, _ = storage.get_fs_and_path("s3://tunelib-test")
-        fs.create_dir("tunelib-test")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        storage._FS_CACHE.pop("s3", None)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def s3_endpoint(moto_s3):
+    moto_s3("tunelib-test")
+    return os.environ["AWS_ENDPOINT_URL"]
 
 
 @pytest.mark.slow
