@@ -17,9 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from typing import Dict, List, Optional
 
@@ -144,20 +141,10 @@ class LocalCluster:
         return proc
 
     def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.server.poll() is not None:
-                raise RuntimeError(f"prefect server exited with code {self.server.returncode}; "
-                                   f"see {self.log_dir}/server.log")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"prefect server did not answer within {timeout:g} s")
-            time.sleep(0.2)
+        from flows.server import wait_for_api
+
+        wait_for_api(self.api_url, self.server, timeout, "prefect server",
+                     hint=f"see {self.log_dir}/server.log", poll_s=0.2)
 
     def worker_log(self, name: str) -> str:
         with open(os.path.join(self.log_dir, f"{name}.log")) as f:

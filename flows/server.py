@@ -69,6 +69,31 @@ def configured_api_url() -> Optional[str]:
         return None
 
 
+def wait_for_api(api_url: str, process: subprocess.Popen, timeout: float, what: str,
+                 hint: str = "", poll_s: float = 0.05) -> None:
+    """Wait until ``<api_url>/health`` answers 200; raise when the server ``process`` exits
+    first or ``timeout`` seconds pass (``what`` names the server in the message)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    suffix = f"; {hint}" if hint else ""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} while starting"
+                               + suffix)
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not answer within {timeout:g} s" + suffix)
+        time.sleep(poll_s)
+
+
 class _EmbeddedServer:
     """Prefect's embedded server (what ``SubprocessASGIServer`` runs: uvicorn on
     ``create_app``, UI off), launched WITHOUT importing prefect in this process, so that it
@@ -103,30 +128,13 @@ class _EmbeddedServer:
         )
 
     def wait_healthy(self, timeout: float) -> None:
-        import time
-        import urllib.error
-        import urllib.request
-
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the embedded Prefect server exited with code {self.process.returncode} "
-                    "while starting; see its output above"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(
-                    f"the embedded Prefect server did not answer within {timeout:g} s "
-                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS raises the limit)"
-                )
-            time.sleep(0.05)
+        try:
+            wait_for_api(self.api_url, self.process, timeout, "the embedded Prefect server",
+                         hint="see its output above; PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_"
+                              "SECONDS raises the startup limit")
+        except TimeoutError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is None:
