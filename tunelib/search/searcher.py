@@ -56,6 +56,22 @@ class Searcher:
         self._mode = mode
         _check_metric_mode(metric, mode)
 
+    def _require_space_and_metric(self, space, details: str = "") -> None:
+        """Ray's errors for a searcher asked to work before its search space, metric and
+        mode are set."""
+        from tunelib.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE
+
+        if not space:
+            raise RuntimeError(
+                UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__, space="space") + details
+            )
+        if not self._metric or not self._mode:
+            raise RuntimeError(
+                UNDEFINED_METRIC_MODE.format(
+                    cls=type(self).__name__, metric=self._metric, mode=self._mode
+                )
+            )
+
     def set_search_properties(
         self, metric: Optional[str], mode: Optional[str], config: Dict, **spec
     ) -> bool:

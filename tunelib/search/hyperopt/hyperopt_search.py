@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 import cloudpickle
 import numpy as np
 
-from tunelib.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, UNRESOLVED_SEARCH_SPACE
+from tunelib.search import UNDEFINED_SEARCH_SPACE, UNRESOLVED_SEARCH_SPACE
 from tunelib.search._util import flatten_dict, format_path
 from tunelib.search.domain import (
     Categorical,
@@ -180,17 +180,7 @@ class HyperOptSearch(Searcher):
 
     def suggest(self, trial_id: str) -> Optional[Dict]:
         hpo = _import_hyperopt()
-        if not self.domain:
-            raise RuntimeError(
-                UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__, space="space")
-                + HYPEROPT_UNDEFINED_DETAILS
-            )
-        if not self._metric or not self._mode:
-            raise RuntimeError(
-                UNDEFINED_METRIC_MODE.format(
-                    cls=type(self).__name__, metric=self._metric, mode=self._mode
-                )
-            )
+        self._require_space_and_metric(self.domain, HYPEROPT_UNDEFINED_DETAILS)
         if self._points_to_evaluate > 0:
             using_point = True
             new_trial = self._hpopt_trials.trials[self._points_to_evaluate - 1]

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import cloudpickle
 
-from tunelib.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, UNRESOLVED_SEARCH_SPACE
+from tunelib.search import UNRESOLVED_SEARCH_SPACE
 from tunelib.search._util import flatten_dict, format_path, unflatten_dict
 from tunelib.search.domain import (
     Categorical,
@@ -217,16 +217,7 @@ class OptunaSearch(Searcher):
         return captor.captured_values
 
     def suggest(self, trial_id: str) -> Optional[Dict]:
-        if not self._space:
-            raise RuntimeError(
-                UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__, space="space")
-            )
-        if not self._metric or not self._mode:
-            raise RuntimeError(
-                UNDEFINED_METRIC_MODE.format(
-                    cls=type(self).__name__, metric=self._metric, mode=self._mode
-                )
-            )
+        self._require_space_and_metric(self._space)
         if callable(self._space):
             if trial_id not in self._ot_trials:
                 self._ot_trials[trial_id] = self._ot_study.ask()
@@ -281,16 +272,7 @@ class OptunaSearch(Searcher):
         intermediate_values: Optional[List[float]] = None,
     ):
         ot = _import_optuna()
-        if not self._space:
-            raise RuntimeError(
-                UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__, space="space")
-            )
-        if not self._metric or not self._mode:
-            raise RuntimeError(
-                UNDEFINED_METRIC_MODE.format(
-                    cls=type(self).__name__, metric=self._metric, mode=self._mode
-                )
-            )
+        self._require_space_and_metric(self._space)
         if callable(self._space):
             raise TypeError(
                 "A define-by-run `space` does not support `evaluated_rewards`; pass a dict of "
