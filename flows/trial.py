@@ -63,7 +63,8 @@ def _run_deployed(params: Dict[str, Any]):
     logger.info("trial %s, attempt %s", params.get("trial_id"), flow_run.run_count)
     kind, checkpoint, decision = run_trial_attempt(str(flow_run.id), params)
     if kind == "paused":
-        return Completed(name="Paused", message=f"paused by the scheduler at {checkpoint}")
+        where = checkpoint.name if checkpoint is not None else "its latest checkpoint"
+        return Completed(name="Paused", message=f"paused by the scheduler at {where}")
     if decision == "STOP":
         return Completed(name="Stopped", message="stopped early by the scheduler")
     return Completed(message="trial finished")

@@ -22,6 +22,9 @@ import shutil
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from tunelib.executor._messages import StorageOp, StorageOpKind
+from tunelib.executor.base import CheckpointRecord
+
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.csv"
 PARAMS_FILE = "params.json"
@@ -171,19 +174,22 @@ class FsBackend:
 class ForwardBackend:
     """Sends every operation to the driver, for storage that lives in the driver's memory."""
 
-    def __init__(self, send: Callable[[tuple], None], trial_dirname: str):
+    def __init__(self, send: Callable[[Any], None], trial_dirname: str):
         self._send = send
         self._dir = trial_dirname
 
+    def _op(self, op: "StorageOpKind", rel: str, payload: Any = None) -> None:
+        self._send(StorageOp(op, self._dir, rel, payload))
+
     def append_text(self, rel: str, text: str) -> None:
-        self._send(("fs", "append_text", self._dir, rel, text))
+        self._op(StorageOpKind.APPEND_TEXT, rel, text)
 
     def read_text(self, rel: str) -> Optional[str]:
         # Progress headers of an earlier attempt are rebuilt from result.json by the driver.
         return None
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        self._send(("fs", "write_bytes", self._dir, rel, data))
+        self._op(StorageOpKind.WRITE_BYTES, rel, data)
 
     def upload_dir(self, local_dir: str, rel: str) -> None:
         files: List[Tuple[str, bytes]] = []
@@ -192,24 +198,25 @@ class ForwardBackend:
                 full = os.path.join(base, name)
                 with open(full, "rb") as f:
                     files.append((os.path.relpath(full, local_dir), f.read()))
-        self._send(("fs", "upload_files", self._dir, rel, files))
+        self._op(StorageOpKind.UPLOAD_FILES, rel, files)
 
     def delete_dir(self, rel: str) -> None:
-        self._send(("fs", "delete_dir", self._dir, rel, None))
+        self._op(StorageOpKind.DELETE_DIR, rel)
 
     def flush(self, final: bool = False) -> None:
         pass
 
 
-def apply_forwarded(backend, op: str, rel: str, payload) -> None:
+def apply_forwarded(backend, message: "StorageOp") -> None:
     """Driver side of ``ForwardBackend``: apply one operation to a real backend."""
-    if op == "append_text":
+    op, rel, payload = message.op, message.rel, message.payload
+    if op is StorageOpKind.APPEND_TEXT:
         backend.append_text(rel, payload)
-    elif op == "write_bytes":
+    elif op is StorageOpKind.WRITE_BYTES:
         backend.write_bytes(rel, payload)
-    elif op == "delete_dir":
+    elif op is StorageOpKind.DELETE_DIR:
         backend.delete_dir(rel)
-    elif op == "upload_files":
+    elif op is StorageOpKind.UPLOAD_FILES:
         for name, data in payload:
             backend.write_bytes(f"{rel}/{name}", data)
     else:
@@ -268,8 +275,12 @@ class TrialWriter:
         checkpoint_config=None,
         kept_checkpoints: Optional[List[Tuple[str, Dict[str, Any]]]] = None,
         progress_header: Optional[List[str]] = None,
+        on_checkpoint: Optional[Callable[[CheckpointRecord], None]] = None,
     ):
         self.backend = backend
+        # told of every persisted checkpoint before its result is written (the workers
+        # executor publishes retention's outcome for its driver)
+        self._on_checkpoint = on_checkpoint
         self.checkpoint_config = checkpoint_config
         # (dir name, metrics) of the checkpoints on storage, oldest first
         self.kept: List[Tuple[str, Dict[str, Any]]] = list(kept_checkpoints or [])
@@ -300,13 +311,18 @@ class TrialWriter:
         csv.DictWriter(buf, self._csv_fields, extrasaction="ignore").writerow(flat)
         self.backend.append_text(PROGRESS_FILE, buf.getvalue())
 
-    def persist_checkpoint(self, local_dir: str, index: int, metrics: Dict[str, Any]) -> str:
-        """Copy a reported checkpoint dir to storage; returns its dir name."""
+    def persist_checkpoint(self, local_dir: str, index: int,
+                           metrics: Dict[str, Any]) -> CheckpointRecord:
+        """Copy a reported checkpoint dir to storage and apply retention (decided here,
+        once); returns what was persisted and what is kept."""
         name = checkpoint_dir_name(index)
         self.backend.upload_dir(local_dir, name)
         self.kept.append((name, metrics))
         self._apply_retention()
-        return name
+        record = CheckpointRecord(name, tuple(n for n, _ in self.kept), index + 1)
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(record)
+        return record
 
     def _apply_retention(self) -> None:
         keep = select_kept(self.kept, self.checkpoint_config)

@@ -17,16 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from tunelib import trial as T
+from tunelib._lifecycle import (
+    Decision,
+    ExperimentOutcome,
+    StoppedBy,
+    TrialOutcome,
+    TrialStatus,
+)
 from tunelib._trial_writer import (
     ERROR_FILE,
     ERROR_PKL,
     flatten_dict,
     rank_checkpoints,
-    select_kept,
 )
 from tunelib.error import TuneError
-from tunelib.executor.base import TrialEvent, TrialSpec
-from tunelib.session import CONTINUE, PAUSE, STOP
+from tunelib.executor.base import CheckpointRecord, EventKind, TrialEvent, TrialSpec
 
 logger = logging.getLogger("tunelib")
 
@@ -88,7 +93,7 @@ class Controller:
         self._start = time.time()
         self._iteration = 0
         # decisions a scheduler asked for on trials other than the one it was deciding on
-        self._queued_decisions: Dict[str, str] = {}
+        self._queued_decisions: Dict[str, Decision] = {}
         self._deciding: Optional[str] = None
         self._max_pending = _max_pending_trials(search_alg)
         # trials of an earlier run of this experiment (Tuner.restore / resume=True)
@@ -112,16 +117,17 @@ class Controller:
         scheduler returns; another running trial is told at its next report."""
         if trial.trial_id in self._running:
             if trial.trial_id != self._deciding:
-                self._queued_decisions[trial.trial_id] = PAUSE
-        elif trial.status == T.PENDING:
-            trial.status = T.PAUSED
+                self._queued_decisions[trial.trial_id] = Decision.PAUSE
+        elif trial.status == TrialStatus.PENDING:
+            trial.status = TrialStatus.PAUSED
 
     def stop_trial(self, trial: T.Trial) -> None:
         if trial.trial_id in self._running:
             if trial.trial_id != self._deciding:
-                self._queued_decisions[trial.trial_id] = STOP
+                self._queued_decisions[trial.trial_id] = Decision.STOP
         elif not trial.is_finished:
-            self._finish(trial, T.TERMINATED, "stopped by the scheduler", removed=True)
+            trial.stopped_by = StoppedBy.SCHEDULER
+            self._finish(trial, TrialStatus.TERMINATED, removed=True)
 
     def exploit(self, trial: T.Trial, donor_trial: T.Trial, new_config: Dict[str, Any],
                 new_tag: Optional[str] = None) -> bool:
@@ -143,7 +149,7 @@ class Controller:
     def run(self) -> None:
         spec = self.spec
         for trial in self.trials:  # restored trials that will run again
-            if trial.status == T.PENDING:
+            if trial.status == TrialStatus.PENDING:
                 self.scheduler.on_trial_add(self, trial)
         self.recorder.experiment_started(
             spec.name, {"param_space": _jsonable(spec.param_space), "num_samples": spec.num_samples,
@@ -175,8 +181,12 @@ class Controller:
                 trial = self._by_id[trial_id]
                 self._running.pop(trial_id, None)
                 if not trial.is_finished:
-                    self._finish(trial, T.TERMINATED if self._fatal is None else T.ERROR,
-                                 self._stop_reason or "experiment ended")
+                    if self._fatal is None:
+                        self._stopped(trial, StoppedBy.EXPERIMENT,
+                                      self._stop_reason or "the experiment ended")
+                        self._finish(trial, TrialStatus.TERMINATED)
+                    else:
+                        self._finish(trial, TrialStatus.ERROR)
             self.save_state()
             self._after_experiment()
         if self._fatal is not None:
@@ -191,7 +201,8 @@ class Controller:
                 "training_iteration", 0), **_summary_metrics(t, self.spec.metric)}
             for t in self.trials
         ]
-        status = "FAILED" if self._fatal is not None or counts.get(T.ERROR) else "COMPLETED"
+        failed = self._fatal is not None or counts.get(TrialStatus.ERROR)
+        status = ExperimentOutcome.FAILED if failed else ExperimentOutcome.COMPLETED
         self.recorder.experiment_finished(status, rows)
         for cb in self.callbacks:
             hook = getattr(cb, "on_experiment_end", None)
@@ -216,21 +227,23 @@ class Controller:
             trial = self._by_id[trial_id]
             self.executor.kill_trial(trial_id)
             self._running.pop(trial_id, None)
-            self._finish(trial, T.TERMINATED, reason)
+            self._stopped(trial, StoppedBy.EXPERIMENT, reason)
+            self._finish(trial, TrialStatus.TERMINATED)
         for trial in self.trials:
-            if trial.status in (T.PENDING, T.PAUSED):
-                self._finish(trial, T.TERMINATED, reason)
+            if trial.status in (TrialStatus.PENDING, TrialStatus.PAUSED):
+                self._stopped(trial, StoppedBy.EXPERIMENT, reason)
+                self._finish(trial, TrialStatus.TERMINATED)
 
     # ------------------------------------------------------------------ launching
     def _has_startable_trials(self) -> bool:
-        return any(t.status in (T.PENDING, T.PAUSED) for t in self.trials)
+        return any(t.status in (TrialStatus.PENDING, TrialStatus.PAUSED) for t in self.trials)
 
     def _fill_pending(self) -> None:
         """Create trials ahead of free workers, as Ray does, so that schedulers that look at
         the whole population (synchronous HyperBand) see it."""
         if self._search_finished or self._stop_all:
             return
-        pending = sum(1 for t in self.trials if t.status == T.PENDING)
+        pending = sum(1 for t in self.trials if t.status == TrialStatus.PENDING)
         while pending < self._max_pending:
             if self._create_trial() is None:
                 return
@@ -243,7 +256,7 @@ class Controller:
             and len(self._running) < self.spec.max_concurrent
             and self.executor.has_free_slot()
         ):
-            if not any(t.status == T.PENDING for t in self.trials):
+            if not any(t.status == TrialStatus.PENDING for t in self.trials):
                 self._fill_pending()
             trial = self.scheduler.choose_trial_to_run(self)
             if trial is None:
@@ -294,7 +307,7 @@ class Controller:
             trial.checkpoint_progress = (start_iteration, start_time_total)
         attempt = trial.attempts
         trial.attempts += 1
-        trial.status = T.RUNNING
+        trial.status = TrialStatus.RUNNING
         trial.start_time = trial.start_time or time.time()
         trial.results_seen = 0
         self._running[trial.trial_id] = trial
@@ -327,25 +340,24 @@ class Controller:
 
     # ------------------------------------------------------------------ events
     def _handle(self, event: TrialEvent) -> None:
-        trial = self._by_id.get(event.trial_id)
-        if trial is None:
+        trial = self._running.get(event.trial_id)
+        if trial is None:  # ended meanwhile (fail_fast, time budget): its late events are void
             return
-        if event.kind == "result":
+        kind = event.kind
+        if kind is EventKind.RESULT:
             self._on_result(trial, event)
-        elif event.kind == "done":
-            self._running.pop(trial.trial_id, None)
-            if event.checkpoint_name:
-                self._note_checkpoint(trial, event.checkpoint_name, trial.last_result)
-            self._finish(trial, T.TERMINATED, "")
-        elif event.kind == "paused":
-            self._running.pop(trial.trial_id, None)
-            if event.checkpoint_name:
-                self._note_checkpoint(trial, event.checkpoint_name, trial.last_result)
-            trial.status = T.PAUSED
-            self.recorder.trial_paused(trial.trial_id)
-        elif event.kind == "error":
-            self._running.pop(trial.trial_id, None)
+            return
+        self._running.pop(trial.trial_id, None)
+        if kind is EventKind.ERROR:
             self._on_error(trial, event)
+            return
+        if event.checkpoint is not None:
+            self._note_checkpoint(trial, event.checkpoint, trial.last_result)
+        if kind is EventKind.PAUSED:
+            trial.status = TrialStatus.PAUSED
+            self.recorder.trial_paused(trial.trial_id)
+        else:  # DONE: the trainable returned, or unwound after a STOP
+            self._finish(trial, TrialStatus.TERMINATED)
 
     def _on_result(self, trial: T.Trial, event: TrialEvent) -> None:
         result = event.result
@@ -353,24 +365,30 @@ class Controller:
         if trial.results_seen == 1:
             self._validate_metric(trial, result)
             if self._fatal is not None:
-                self.executor.decide(trial.trial_id, STOP)
+                self.executor.decide(trial.trial_id, Decision.STOP)
                 return
         trial.last_result = result
-        if event.checkpoint_name:
-            self._note_checkpoint(trial, event.checkpoint_name, result)
+        if event.checkpoint is not None:
+            self._note_checkpoint(trial, event.checkpoint, result)
         # schedulers and searchers see flattened results ("a/b"), as in Ray
         flat = flatten_dict(result)
-        decision = self._queued_decisions.pop(trial.trial_id, CONTINUE)
-        if decision == CONTINUE:
+        decision = self._queued_decisions.pop(trial.trial_id, Decision.CONTINUE)
+        if decision == Decision.STOP:
+            self._stopped(trial, StoppedBy.SCHEDULER, "stopped early by the scheduler")
+        elif decision == Decision.CONTINUE:
             try:
                 if self.stopper is not None and self.stopper(trial.trial_id, result):
-                    decision = STOP
+                    decision = Decision.STOP
+                    self._stopped(trial, StoppedBy.STOPPER, "stopped by the stopper")
                 else:
                     self._deciding = trial.trial_id
                     decision = self.scheduler.on_trial_result(self, trial, flat)
+                    if decision == Decision.STOP:
+                        self._stopped(trial, StoppedBy.SCHEDULER,
+                                      "stopped early by the scheduler")
             except Exception as exc:  # a misconfigured stopper/scheduler: stop, and say why
                 self._fatal = exc
-                self.executor.decide(trial.trial_id, STOP)
+                self.executor.decide(trial.trial_id, Decision.STOP)
                 return
             finally:
                 self._deciding = None
@@ -383,9 +401,15 @@ class Controller:
             if hook:
                 hook(iteration=self._iteration, trials=self.trials, trial=trial, result=result)
         self._iteration += 1
-        if decision not in (CONTINUE, PAUSE, STOP):
-            decision = CONTINUE  # NOOP and unknown answers keep the trial going
-        self.executor.decide(trial.trial_id, decision)
+        if decision not in (Decision.CONTINUE, Decision.PAUSE, Decision.STOP):
+            decision = Decision.CONTINUE  # NOOP and unknown answers keep the trial going
+        self.executor.decide(trial.trial_id, Decision(decision))
+
+    @staticmethod
+    def _stopped(trial: T.Trial, who: StoppedBy, reason: str) -> None:
+        """Remember who ended ``trial`` early (the first one to do so), for its record."""
+        if trial.stopped_by is None:
+            trial.stopped_by, trial.stop_reason = who, reason
 
     def _validate_metric(self, trial: T.Trial, result: Dict[str, Any]) -> None:
         metric = self.spec.metric
@@ -400,12 +424,14 @@ class Controller:
             f"Reported keys: {reported}."
         )
 
-    def _note_checkpoint(self, trial: T.Trial, name: str, result: Dict[str, Any]) -> None:
-        trial.kept_checkpoints.append((name, result))
-        keep = select_kept(trial.kept_checkpoints, self.spec.checkpoint_config)
-        trial.kept_checkpoints = [k for k in trial.kept_checkpoints if k[0] in keep]
-        trial.checkpoint_dir_name = name
-        trial.next_checkpoint_index = int(name.rsplit("_", 1)[1]) + 1
+    def _note_checkpoint(self, trial: T.Trial, record: CheckpointRecord,
+                         result: Dict[str, Any]) -> None:
+        """Take the trial writer's retention decision as it is (decided once, there)."""
+        metrics = dict(trial.kept_checkpoints)
+        metrics[record.name] = result
+        trial.kept_checkpoints = [(name, metrics.get(name, {})) for name in record.kept]
+        trial.checkpoint_dir_name = record.name
+        trial.next_checkpoint_index = record.next_index
         trial.checkpoint_progress = (
             result.get("training_iteration", 0), result.get("time_total_s", 0.0)
         )
@@ -422,12 +448,13 @@ class Controller:
         if will_retry:
             logger.warning("Trial %s failed (failure %d); retrying from %s.", trial,
                            trial.num_failures, trial.checkpoint_dir_name or "the start")
-            trial.status = T.PENDING
+            trial.status = TrialStatus.PENDING
             return
         self.scheduler.on_trial_error(self, trial)
         self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None, error=True)
-        trial.status = T.ERROR
-        self.recorder.trial_finished(trial.trial_id, T.ERROR, _last_line(event.error_text))
+        trial.status = TrialStatus.ERROR
+        self.recorder.trial_finished(trial.trial_id, TrialOutcome.ERROR,
+                                     _last_line(event.error_text))
         if self.spec.verbose:
             print(f"Trial {trial} errored after {trial.num_failures} failure(s): "
                   f"{_last_line(event.error_text)}")
@@ -460,20 +487,27 @@ class Controller:
         writer.write_error(text, TuneError(text), trial.num_failures)
         writer.close()
 
-    def _finish(self, trial: T.Trial, status: str, message: str, removed: bool = False) -> None:
-        was_running = trial.status == T.RUNNING
+    def _finish(self, trial: T.Trial, status: TrialStatus, removed: bool = False) -> None:
+        """End ``trial`` with ``status`` (TERMINATED or ERROR); a TERMINATED trial that
+        ``stopped_by`` names is recorded as STOPPED, with who stopped it and why."""
+        was_running = trial.status == TrialStatus.RUNNING
         trial.status = status
         if trial.last_result:
             trial.last_result = dict(trial.last_result, done=True)
-        if removed or (status == T.TERMINATED and not was_running and self._stop_all):
+        if removed or (status == TrialStatus.TERMINATED and not was_running and self._stop_all):
             self.scheduler.on_trial_remove(self, trial)
             self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None)
-        elif status == T.TERMINATED:
+        elif status == TrialStatus.TERMINATED:
             self.scheduler.on_trial_complete(self, trial, trial.last_result)
             self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None)
         if trial.attempts:  # a trial that never started has no flow run to close
-            recorded = "STOPPED" if message and status == T.TERMINATED else status
-            self.recorder.trial_finished(trial.trial_id, recorded, message)
+            if status == TrialStatus.ERROR:
+                outcome, message = TrialOutcome.ERROR, trial.error_msg or ""
+            elif trial.stopped_by is not None:
+                outcome, message = TrialOutcome.STOPPED, trial.stop_reason
+            else:
+                outcome, message = TrialOutcome.TERMINATED, ""
+            self.recorder.trial_finished(trial.trial_id, outcome, _last_line(message))
         for cb in self.callbacks:
             hook = getattr(cb, "on_trial_complete", None)
             if hook:
@@ -493,7 +527,7 @@ class Controller:
                 "_start_time": self._start,
                 "_total_time": time.time() - self._start,
                 "_iteration": self._iteration,
-                "_has_errored": any(t.status == T.ERROR for t in self.trials),
+                "_has_errored": any(t.status == TrialStatus.ERROR for t in self.trials),
                 "_should_stop_experiment": self._stop_all,
                 "_tunelib": {"mode": self.spec.mode, "name": self.spec.name},
             },
@@ -629,7 +663,8 @@ def _trial_json(trial: T.Trial, spec: ExperimentSpec) -> List[str]:
         "start_time": trial.start_time,
         "num_failures": trial.num_failures,
         "num_failures_after_restore": 0,
-        "error_filename": trial.error_file if trial.status == T.ERROR or trial.num_failures else None,
+        "error_filename": (trial.error_file if trial.status == TrialStatus.ERROR
+                           or trial.num_failures else None),
         "pickled_error_filename": ERROR_PKL if trial.error_file else None,
         "last_result": _jsonable(trial.last_result),
         "last_result_time": trial.last_result.get("timestamp"),

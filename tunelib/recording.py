@@ -5,10 +5,10 @@ every method only enqueues ``(kind, time.time(), args)`` on a ``queue.SimpleQueu
 returns. A single writer thread in the driver (``flows.recorder.PrefectRecorder``) turns
 the events into Prefect writes through the REST API. This module imports no Prefect.
 
-Status strings follow Ray: ``trial_finished(status=...)`` takes ``"TERMINATED"`` (the
-trainable returned or a stopper ended it), ``"ERROR"`` (failed for good) or ``"STOPPED"``
-(stopped early by a scheduler; Ray calls this TERMINATED too, the message says who
-stopped it).
+``trial_finished(status=...)`` takes a ``TrialOutcome``: ``TERMINATED`` (the trainable
+returned), ``STOPPED`` (a scheduler, a stopper or the end of the experiment stopped it
+early; Ray calls this TERMINATED too, the message says who stopped it) or ``ERROR``
+(failed for good). ``experiment_finished`` takes an ``ExperimentOutcome``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import queue
 import time
 from typing import Any, Dict, List, Protocol, runtime_checkable
+
+from tunelib._lifecycle import ExperimentOutcome, TrialOutcome
 
 __all__ = ["Recorder", "NullRecorder", "QueueRecorder", "create_recorder"]
 
@@ -34,11 +36,11 @@ class Recorder(Protocol):
 
     def trial_failed(self, trial_id: str, error: str, will_retry: bool) -> None: ...
 
-    def trial_finished(self, trial_id: str, status: str, message: str = "") -> None: ...
+    def trial_finished(self, trial_id: str, status: TrialOutcome, message: str = "") -> None: ...
 
     def trial_paused(self, trial_id: str) -> None: ...
 
-    def experiment_finished(self, status: str, summary_rows: List[dict]) -> None: ...
+    def experiment_finished(self, status: ExperimentOutcome, summary_rows: List[dict]) -> None: ...
 
     def close(self, timeout: float) -> List[str]: ...
 

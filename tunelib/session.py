@@ -15,9 +15,12 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
-CONTINUE = "CONTINUE"
-STOP = "STOP"
-PAUSE = "PAUSE"
+from tunelib._lifecycle import Decision
+from tunelib.executor.base import CheckpointRecord
+
+CONTINUE = Decision.CONTINUE
+STOP = Decision.STOP
+PAUSE = Decision.PAUSE
 
 
 class TrialInterrupted(BaseException):
@@ -69,7 +72,7 @@ class TrialSession:
         self,
         spec,
         writer,
-        send_result: Callable[[Dict[str, Any], Optional[str]], str],
+        send_result: Callable[[Dict[str, Any], Optional[CheckpointRecord]], Decision],
         checkpoint_factory: Callable[[str], Any],
     ):
         self.spec = spec
@@ -118,30 +121,31 @@ class TrialSession:
         result["iterations_since_restore"] = self.iterations_since_restore
         return result
 
-    def persist_checkpoint(self, local_dir: str, metrics: Dict[str, Any]) -> str:
-        name = self.writer.persist_checkpoint(local_dir, self.next_checkpoint_index, metrics)
-        self.next_checkpoint_index += 1
-        self.latest_checkpoint = self._checkpoint_factory(name)
-        return name
+    def persist_checkpoint(self, local_dir: str, metrics: Dict[str, Any]) -> CheckpointRecord:
+        record = self.writer.persist_checkpoint(local_dir, self.next_checkpoint_index, metrics)
+        self.next_checkpoint_index = record.next_index
+        self.latest_checkpoint = self._checkpoint_factory(record.name)
+        return record
 
-    def report(self, metrics: Dict[str, Any], checkpoint=None, function_style: bool = True,
-               checkpoint_name: Optional[str] = None) -> str:
+    def report(self, metrics: Dict[str, Any], checkpoint=None,
+               function_style: bool = True) -> Decision:
         """Record one result; returns the driver's decision (CONTINUE, STOP or PAUSE)."""
         if not isinstance(metrics, dict):
             raise TypeError(
                 f"`metrics` passed to report() must be a dict, got {type(metrics).__name__}."
             )
         result = self._autofill(metrics, function_style)
+        record = None
         if checkpoint is not None:
             local = _local_checkpoint_dir(checkpoint)
-            checkpoint_name = self.persist_checkpoint(local, result)
+            record = self.persist_checkpoint(local, result)
             # Ray's order: the checkpoint fields sit right after the timestamp
-            result["checkpoint_dir_name"] = checkpoint_name
+            result["checkpoint_dir_name"] = record.name
             if function_style:
                 result = _insert_after(result, "checkpoint_dir_name", "should_checkpoint", True)
         self.writer.append_result(result)
         self.last_result = result
-        return self._send_result(result, checkpoint_name)
+        return self._send_result(result, record)
 
 
 def _insert_after(d: Dict[str, Any], anchor: str, key: str, value) -> Dict[str, Any]:
@@ -177,7 +181,21 @@ def _local_checkpoint_dir(checkpoint) -> str:
 # --------------------------------------------------------------------------- public API
 
 
-def report(metrics: Dict[str, Any], *, checkpoint=None, **_ignored) -> None:
+_warned_keywords: set = set()
+
+
+def warn_ignored_keywords(api: str, keywords: Dict[str, Any]) -> None:
+    """Ray accepts no other keywords here; say once per name that tunelib ignores it."""
+    import warnings
+
+    for name in sorted(set(keywords) - _warned_keywords):
+        _warned_keywords.add(name)
+        warnings.warn(f"{api}() got the keyword argument {name!r}, which tunelib ignores "
+                      "(Ray's signature is report(metrics, *, checkpoint=None)).",
+                      UserWarning, stacklevel=3)
+
+
+def report(metrics: Dict[str, Any], *, checkpoint=None, **ignored) -> None:
     """Report metrics (and optionally a checkpoint) for the current iteration of a trial.
 
     Example::
@@ -190,6 +208,8 @@ def report(metrics: Dict[str, Any], *, checkpoint=None, **_ignored) -> None:
     trial continues; when a scheduler or stopper ends the trial, ``report`` does not return:
     the trainable is unwound (its ``finally`` blocks run).
     """
+    if ignored:
+        warn_ignored_keywords("report", ignored)
     session = _require_session("report")
     decision = session.report(metrics, checkpoint)
     if decision != CONTINUE:

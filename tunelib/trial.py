@@ -7,15 +7,18 @@ Schedulers and stoppers receive these; they read ``trial_id``, ``config``, ``sta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, ClassVar, Dict, Optional
 
-PENDING = "PENDING"
-RUNNING = "RUNNING"
-PAUSED = "PAUSED"
-TERMINATED = "TERMINATED"
-ERROR = "ERROR"
+from tunelib._lifecycle import StoppedBy, TrialStatus
 
-STATUSES = (PENDING, RUNNING, PAUSED, TERMINATED, ERROR)
+# module-level names for the statuses (schedulers import them); one definition: TrialStatus
+PENDING = TrialStatus.PENDING
+RUNNING = TrialStatus.RUNNING
+PAUSED = TrialStatus.PAUSED
+TERMINATED = TrialStatus.TERMINATED
+ERROR = TrialStatus.ERROR
+
+STATUSES = tuple(TrialStatus)
 
 
 @dataclass(eq=False)
@@ -25,13 +28,20 @@ class Trial:
     ``eq=False`` keeps identity semantics: trials are used as dict keys by schedulers.
     """
 
+    # Ray's class attributes: ``Trial.PENDING`` ... ``Trial.ERROR``
+    PENDING: ClassVar[TrialStatus] = TrialStatus.PENDING
+    RUNNING: ClassVar[TrialStatus] = TrialStatus.RUNNING
+    PAUSED: ClassVar[TrialStatus] = TrialStatus.PAUSED
+    TERMINATED: ClassVar[TrialStatus] = TrialStatus.TERMINATED
+    ERROR: ClassVar[TrialStatus] = TrialStatus.ERROR
+
     trial_id: str
     config: Dict[str, Any]
     trainable_name: str
     experiment_tag: str = ""
     evaluated_params: Dict[str, Any] = field(default_factory=dict)
     dirname: str = ""                      # relative to the experiment dir
-    status: str = PENDING
+    status: TrialStatus = TrialStatus.PENDING
     last_result: Dict[str, Any] = field(default_factory=dict)
     num_failures: int = 0
     error_file: Optional[str] = None
@@ -56,6 +66,9 @@ class Trial:
     checkpoint_progress: tuple = (0, 0.0)
     # results of the current attempt (the metric is validated on the first)
     results_seen: int = 0
+    # who ended the trial early, and why (None: it ran until its trainable returned)
+    stopped_by: Optional[StoppedBy] = None
+    stop_reason: str = ""
 
     @property
     def is_finished(self) -> bool:

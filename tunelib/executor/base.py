@@ -9,7 +9,10 @@ A backend never decides anything itself; it only moves trials and their messages
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Dict, List, Optional, Protocol, Tuple
+
+from tunelib._lifecycle import Decision
 
 
 @dataclass
@@ -37,14 +40,37 @@ class TrialSpec:
     storage_filesystem: Any = None  # the user's pyarrow filesystem, when given
 
 
+class EventKind(StrEnum):
+    """What a ``TrialEvent`` tells: a reported result (waits for a decision), or the end of
+    an attempt: the trainable returned or was stopped (``DONE``), was paused, or failed."""
+
+    RESULT = "result"
+    DONE = "done"
+    PAUSED = "paused"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A checkpoint a trial persisted, with what retention kept.
+
+    Retention (``CheckpointConfig.num_to_keep``) is decided once, by the trial's writer
+    where the checkpoint is persisted; the controller takes ``kept`` as it is.
+    """
+
+    name: str                  # its dir name, e.g. "checkpoint_000003"
+    kept: Tuple[str, ...]      # the trial's checkpoint dirs on storage now, oldest first
+    next_index: int            # the index the trial's next checkpoint gets
+
+
 @dataclass
 class TrialEvent:
-    """Something that happened to a trial: kind is result | done | error | paused."""
+    """Something that happened to a trial (see ``EventKind``)."""
 
-    kind: str
+    kind: EventKind
     trial_id: str
     result: Optional[Dict[str, Any]] = None
-    checkpoint_name: Optional[str] = None
+    checkpoint: Optional[CheckpointRecord] = None
     error_text: Optional[str] = None
     error: Optional[BaseException] = None
 
@@ -66,7 +92,7 @@ class Executor(Protocol):
     def start_trial(self, spec: TrialSpec) -> None:
         ...
 
-    def decide(self, trial_id: str, decision: str) -> None:
+    def decide(self, trial_id: str, decision: Decision) -> None:
         """Answer the trial's pending ``result`` event."""
 
     def poll(self, timeout: float) -> List[TrialEvent]:

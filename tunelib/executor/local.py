@@ -18,8 +18,22 @@ import time
 from multiprocessing.connection import Listener, wait
 from typing import Dict, List, Optional
 
+from tunelib._lifecycle import Decision
 from tunelib._trial_writer import FsBackend, apply_forwarded
-from tunelib.executor.base import TrialEvent, TrialSpec
+from tunelib.executor._messages import (
+    AttemptEnded,
+    AttemptFailed,
+    CheckpointFiles,
+    Decide,
+    FetchCheckpoint,
+    Hello,
+    LoadTrainable,
+    Reported,
+    RunAttempt,
+    Shutdown,
+    StorageOp,
+)
+from tunelib.executor.base import EventKind, TrialEvent, TrialSpec
 
 _CONNECT_TIMEOUT_S = 120.0
 
@@ -113,7 +127,8 @@ class LocalExecutor:
             if not wait([self._listener._listener._socket], timeout=0.5):
                 continue
             conn = self._listener.accept()
-            kind, pid = conn.recv()
+            hello = conn.recv()
+            pid = hello.pid if isinstance(hello, Hello) else None
             owner = next((s for s in self._slots if s.proc and s.proc.pid == pid), None)
             if owner is None:
                 conn.close()
@@ -131,9 +146,9 @@ class LocalExecutor:
         if slot.conn is None:
             self._connect(slot)
         if spec.trainable_key not in slot.trainables:
-            slot.conn.send(("trainable", spec.trainable_key, self._trainables[spec.trainable_key]))
+            slot.conn.send(LoadTrainable(spec.trainable_key, self._trainables[spec.trainable_key]))
             slot.trainables.add(spec.trainable_key)
-        slot.conn.send(("run", spec))
+        slot.conn.send(RunAttempt(spec))
         slot.trial_id = spec.trial_id
         self._by_trial[spec.trial_id] = slot
 
@@ -145,11 +160,11 @@ class LocalExecutor:
         free.sort(key=lambda s: (s.conn is None, key not in s.trainables))
         return free[0]
 
-    def decide(self, trial_id: str, decision: str) -> None:
+    def decide(self, trial_id: str, decision: Decision) -> None:
         slot = self._by_trial.get(trial_id)
         if slot is not None and slot.conn is not None:
             try:
-                slot.conn.send(("decision", decision))
+                slot.conn.send(Decide(decision))
             except (BrokenPipeError, ConnectionResetError, OSError):
                 pass  # the EOF reaches poll() and becomes an error event
 
@@ -172,7 +187,7 @@ class LocalExecutor:
         for slot in self._slots:
             if slot.conn is not None:
                 try:
-                    slot.conn.send(("shutdown",))
+                    slot.conn.send(Shutdown())
                 except OSError:
                     pass
         deadline = time.monotonic() + 5
@@ -216,32 +231,33 @@ class LocalExecutor:
                 event = self._handle(slot, msg)
                 if event is not None:
                     events.append(event)
-                    if event.kind == "result":
+                    if event.kind is EventKind.RESULT:
                         break  # the worker now waits for a decision
                 if not conn.poll():
                     break
         return events
 
     def _handle(self, slot: _Slot, msg) -> Optional[TrialEvent]:
-        kind = msg[0]
         trial_id = slot.trial_id
-        if kind == "result":
-            return TrialEvent("result", trial_id, result=msg[1], checkpoint_name=msg[2])
-        if kind == "fs":
-            _, op, dirname, rel, payload = msg
-            apply_forwarded(self._backend(dirname), op, rel, payload)
+        if isinstance(msg, Reported):
+            return TrialEvent(EventKind.RESULT, trial_id, result=msg.result,
+                              checkpoint=msg.checkpoint)
+        if isinstance(msg, StorageOp):
+            apply_forwarded(self._backend(msg.trial_dirname), msg)
             return None
-        if kind == "fetch":
-            slot.conn.send(("files", self._read_files(msg[1])))
+        if isinstance(msg, FetchCheckpoint):
+            slot.conn.send(CheckpointFiles(self._read_files(msg.path)))
             return None
+        if not isinstance(msg, (AttemptEnded, AttemptFailed)):
+            raise RuntimeError(f"unexpected message from a worker: {type(msg).__name__}")
         # the trial's attempt is over: the worker is free again
         slot.trial_id = None
         self._by_trial.pop(trial_id, None)
-        if kind in ("done", "paused"):
-            return TrialEvent(kind, trial_id, checkpoint_name=msg[1])
-        if kind == "error":
-            return TrialEvent("error", trial_id, error_text=msg[1], error=msg[2])
-        raise RuntimeError(f"unexpected message from a worker: {kind!r}")
+        if isinstance(msg, AttemptFailed):
+            return TrialEvent(EventKind.ERROR, trial_id, error_text=msg.error_text,
+                              error=msg.error)
+        return TrialEvent(EventKind.PAUSED if msg.paused else EventKind.DONE, trial_id,
+                          checkpoint=msg.checkpoint)
 
     def _worker_died(self, slot: _Slot) -> TrialEvent:
         trial_id = slot.trial_id
@@ -259,7 +275,7 @@ class LocalExecutor:
             f"{', signal ' + str(-code) if code is not None and code < 0 else ''}) "
             "before the trial finished: a crash, a kill or out of memory."
         )
-        return TrialEvent("error", trial_id, error_text=text, error=None)
+        return TrialEvent(EventKind.ERROR, trial_id, error_text=text, error=None)
 
     # ------------------------------------------------------------------ storage forwarding
     def _backend(self, trial_dirname: str) -> FsBackend:

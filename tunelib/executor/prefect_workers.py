@@ -54,9 +54,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
+from tunelib._lifecycle import Decision
 from tunelib.executor._storage_channel import (
     _FINAL_TYPES,
     _UNLIMITED_RETRIES,
+    CHECKPOINTS_FILE,
     CONTROL_DIR,
     CONTROL_FILE,
     HEARTBEAT_FILE,
@@ -71,7 +73,7 @@ from tunelib.executor._storage_channel import (
     _Tail,
     _write_atomic,
 )
-from tunelib.executor.base import TrialEvent, TrialSpec
+from tunelib.executor.base import CheckpointRecord, EventKind, TrialEvent, TrialSpec
 
 
 class PrefectWorkersError(RuntimeError):
@@ -296,7 +298,7 @@ class PrefectWorkersExecutor:
             self._submit(run)
         run.in_place_retry = False
         _write_atomic(self._fs, _control_path(spec.trial_path, CONTROL_FILE),
-                      json.dumps({"seq": run.seq, "decision": "CONTINUE"}).encode())
+                      json.dumps({"seq": run.seq, "decision": Decision.CONTINUE}).encode())
         _write_atomic(self._fs, _control_path(spec.trial_path, SPEC_FILE), cloudpickle.dumps(
             {"flow_run_id": run.flow_run_id, "seq": run.seq, "spec": spec}))
 
@@ -342,14 +344,14 @@ class PrefectWorkersExecutor:
         except ImportError:  # flows/ not importable: nothing records the run
             pass
 
-    def decide(self, trial_id: str, decision: str) -> None:
+    def decide(self, trial_id: str, decision: Decision) -> None:
         run = self._runs.get(trial_id)
         if run is None or run.decision is not None:
             return
-        if decision == "CONTINUE" and not self.config.sync_decisions:
+        if decision == Decision.CONTINUE and not self.config.sync_decisions:
             return
         record = {"seq": run.seq, "decision": decision, "answered": run.answered}
-        if decision != "CONTINUE":
+        if decision != Decision.CONTINUE:
             run.decision = decision
             run.queued = []  # results the trial reported after this one are past the decision
         _write_atomic(self._fs, _control_path(run.spec.trial_path, CONTROL_FILE),
@@ -362,7 +364,7 @@ class PrefectWorkersExecutor:
         run.active = False
         run.in_place_retry = False
         _write_atomic(self._fs, _control_path(run.spec.trial_path, CONTROL_FILE),
-                      json.dumps({"seq": run.seq, "decision": "STOP"}).encode())
+                      json.dumps({"seq": run.seq, "decision": Decision.STOP}).encode())
         self._cancel(run)
 
     def _cancel(self, run: _Run) -> None:
@@ -420,8 +422,8 @@ class PrefectWorkersExecutor:
             if run.queued:  # one result at a time: the controller answers each
                 result = run.queued.pop(0)
                 run.answered += 1
-                return TrialEvent("result", run.trial_id, result=result,
-                                  checkpoint_name=result.get("checkpoint_dir_name"))
+                return TrialEvent(EventKind.RESULT, run.trial_id, result=result,
+                                  checkpoint=self._checkpoint_of(run, result))
         else:
             run.tail.read_lines()  # past the decision: skipped
         outcome = _read_json(self._fs, _control_path(run.spec.trial_path, OUTCOME_FILE))
@@ -440,22 +442,35 @@ class PrefectWorkersExecutor:
                 f"{run.state_type} before the trial finished ({run.state_message or 'no message'}):"
                 " its worker or process died."
             )
-            return TrialEvent("error", run.trial_id, error_text=text, error=None)
+            return TrialEvent(EventKind.ERROR, run.trial_id, error_text=text, error=None)
         return None
+
+    def _checkpoint_of(self, run: _Run, result: dict) -> Optional[CheckpointRecord]:
+        """The trial's retention record for a result that names a checkpoint (written by
+        the trial before that result; it may already be a later one's)."""
+        name = result.get("checkpoint_dir_name")
+        if not name:
+            return None
+        record = _read_json(self._fs, _control_path(run.spec.trial_path, CHECKPOINTS_FILE))
+        if not record:
+            return CheckpointRecord(name, (name,), run.spec.next_checkpoint_index)
+        return CheckpointRecord(name, tuple(record["kept"]), int(record["next_index"]))
 
     def _finish_attempt(self, run: _Run, outcome: dict) -> TrialEvent:
         run.active = False
-        kind = outcome.get("kind")
-        if kind == "error":
+        kind = EventKind(outcome.get("kind", EventKind.ERROR))
+        if kind is EventKind.ERROR:
             # Prefect retries the flow run in place while it has retries left
             run.in_place_retry = run.retries_left > 0
             run.retries_left -= 1
             text = outcome.get("error_text") or "the trial failed"
             # error.txt is written by the trial itself; an exception here says so
-            return TrialEvent("error", run.trial_id, error_text=text,
+            return TrialEvent(EventKind.ERROR, run.trial_id, error_text=text,
                               error=TrialAttemptFailed(text.strip().splitlines()[-1]))
-        return TrialEvent("paused" if kind == "paused" else "done", run.trial_id,
-                          checkpoint_name=outcome.get("checkpoint_name"))
+        saved = outcome.get("checkpoint")
+        checkpoint = None if not saved else CheckpointRecord(
+            saved["name"], tuple(saved["kept"]), int(saved["next_index"]))
+        return TrialEvent(kind, run.trial_id, checkpoint=checkpoint)
 
     def _poll_states(self, active: List[_Run]) -> None:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

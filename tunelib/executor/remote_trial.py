@@ -10,7 +10,10 @@ import time
 import uuid
 from typing import Any, Dict, Optional
 
+from tunelib._lifecycle import Decision
+from tunelib.executor._messages import AttemptEnded, AttemptFailed
 from tunelib.executor._storage_channel import (
+    CHECKPOINTS_FILE,
     CONTROL_DIR,
     CONTROL_FILE,
     HEARTBEAT_FILE,
@@ -23,7 +26,7 @@ from tunelib.executor._storage_channel import (
     _read_json,
     _write_atomic,
 )
-from tunelib.executor.base import TrialSpec
+from tunelib.executor.base import CheckpointRecord, EventKind, TrialSpec
 from tunelib.executor.worker import _Unloadable, _Worker
 
 _trainables: Dict[str, Any] = {}
@@ -52,7 +55,7 @@ class _FlowWorker(_Worker):
         self._control_fs = fs
         self._control_path = control_path
         self._seq = seq
-        self.decision = "CONTINUE"
+        self.decision = Decision.CONTINUE
         from tunelib import storage
 
         # a local read costs microseconds; an object-store GET milliseconds: poll it at most
@@ -71,17 +74,25 @@ class _FlowWorker(_Worker):
         # (each flush rewrites result.json whole; objects cannot be appended to)
         return FsBackend(fs, spec.trial_path, flush_period_s=0.5)
 
-    def _send_result(self, result, checkpoint_name) -> str:
+    def _on_checkpoint(self, record: CheckpointRecord) -> None:
+        # before the result line that names it: the driver reads it when it sees that line
+        path = self._control_path.rsplit("/", 1)[0] + "/" + CHECKPOINTS_FILE
+        _write_atomic(self._control_fs, path, json.dumps(
+            {"name": record.name, "kept": list(record.kept),
+             "next_index": record.next_index}).encode())
+
+    def _send_result(self, result, checkpoint: Optional[CheckpointRecord]) -> Decision:
         self._reported += 1
         if self._sync:
             return self._wait_for_decision()
         now = time.monotonic()
-        if self.decision != "CONTINUE" or now - self._read_at < self._read_every:
+        if self.decision != Decision.CONTINUE or now - self._read_at < self._read_every:
             return self.decision
         self._read_at = now
         control = _read_json(self._control_fs, self._control_path)
-        if control and control.get("seq") == self._seq and control.get("decision") != "CONTINUE":
-            self.decision = control["decision"]
+        if (control and control.get("seq") == self._seq
+                and control.get("decision") != Decision.CONTINUE):
+            self.decision = Decision(control["decision"])
         return self.decision
 
 
@@ -93,10 +104,10 @@ class _FlowWorker(_Worker):
             control = _read_json(self._control_fs, self._control_path)
             if (control and control.get("seq") == self._seq
                     and control.get("answered", 0) >= self._reported):
-                self.decision = control.get("decision", "CONTINUE")
+                self.decision = Decision(control.get("decision", Decision.CONTINUE))
                 return self.decision
             if time.monotonic() > deadline:  # the driver is gone: end the trial cleanly
-                self.decision = "STOP"
+                self.decision = Decision.STOP
                 return self.decision
             time.sleep(pause)
 
@@ -180,7 +191,7 @@ class _Heartbeat:
 def run_trial_attempt(flow_run_id: str, params: Dict[str, Any]):
     """Run one attempt of a trial inside the ``trial`` flow on a Prefect worker.
 
-    Returns ``(kind, checkpoint_name, decision)``; raises ``TrialAttemptFailed`` when the
+    Returns ``(EventKind, CheckpointRecord or None, Decision)``; raises ``TrialAttemptFailed`` when the
     trainable raised (so that Prefect retries the flow run in place).
     """
     from tunelib import storage
@@ -202,13 +213,19 @@ def run_trial_attempt(flow_run_id: str, params: Dict[str, Any]):
         worker.run(spec)
     finally:
         heartbeat.stop()
-    message = worker.conn.message or ("error", "the trial ended without an outcome", None)
-    outcome = {"flow_run_id": flow_run_id, "seq": seq, "kind": message[0]}
-    if message[0] == "error":
-        outcome["error_text"] = message[1]
+    message = worker.conn.message
+    if not isinstance(message, (AttemptEnded, AttemptFailed)):
+        message = AttemptFailed("the trial ended without an outcome")
+    outcome: Dict[str, Any] = {"flow_run_id": flow_run_id, "seq": seq}
+    if isinstance(message, AttemptFailed):
+        outcome.update(kind=EventKind.ERROR, error_text=message.error_text)
     else:
-        outcome["checkpoint_name"] = message[1]
+        outcome["kind"] = EventKind.PAUSED if message.paused else EventKind.DONE
+        if message.checkpoint is not None:
+            record = message.checkpoint
+            outcome["checkpoint"] = {"name": record.name, "kept": list(record.kept),
+                                     "next_index": record.next_index}
     _write_atomic(fs, _control_path(trial_path, OUTCOME_FILE), json.dumps(outcome).encode())
-    if message[0] == "error":
-        raise TrialAttemptFailed(message[1])
-    return message[0], outcome.get("checkpoint_name"), worker.decision
+    if isinstance(message, AttemptFailed):
+        raise TrialAttemptFailed(message.error_text)
+    return outcome["kind"], message.checkpoint, worker.decision

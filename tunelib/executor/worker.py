@@ -16,6 +16,7 @@ from multiprocessing.connection import Client
 from typing import Any, Dict, Optional
 
 from tunelib import session as _session
+from tunelib._lifecycle import Decision
 from tunelib._lifeline import exit_with_parent
 from tunelib._trial_writer import (
     ForwardBackend,
@@ -23,7 +24,19 @@ from tunelib._trial_writer import (
     LocalBackend,
     TrialWriter,
 )
-from tunelib.executor.base import TrialSpec
+from tunelib.executor._messages import (
+    AttemptEnded,
+    AttemptFailed,
+    CheckpointFiles,
+    Decide,
+    FetchCheckpoint,
+    Hello,
+    LoadTrainable,
+    Reported,
+    RunAttempt,
+    Shutdown,
+)
+from tunelib.executor.base import CheckpointRecord, TrialSpec
 
 
 class _Worker:
@@ -75,35 +88,38 @@ class _Worker:
 
         return make
 
-    def _send_result(self, result, checkpoint_name) -> str:
-        self.conn.send(("result", result, checkpoint_name))
+    def _send_result(self, result: Dict[str, Any],
+                     checkpoint: Optional[CheckpointRecord]) -> Decision:
+        self.conn.send(Reported(result, checkpoint))
         while True:
             msg = self.conn.recv()
-            if msg[0] == "decision":
-                return msg[1]
-            if msg[0] == "files":  # an answer to a _RemoteCheckpoint fetch; not expected here
+            if isinstance(msg, Decide):
+                return msg.decision
+            if isinstance(msg, CheckpointFiles):  # a late answer to a fetch; not expected
                 continue
-            raise RuntimeError(f"worker expected a decision, got {msg[0]!r}")
+            raise RuntimeError(f"worker expected a decision, got {type(msg).__name__}")
+
+    def _on_checkpoint(self, record: CheckpointRecord) -> None:
+        """The result event carries the record to the driver; nothing else to do here."""
 
     # ------------------------------------------------------------------ serving
     def serve(self) -> None:
-        self.conn.send(("hello", os.getpid()))
+        self.conn.send(Hello(os.getpid()))
         while True:
             try:
                 msg = self.conn.recv()
             except EOFError:
                 return
-            kind = msg[0]
-            if kind == "trainable":
+            if isinstance(msg, LoadTrainable):
                 import cloudpickle
 
                 try:
-                    self.trainables[msg[1]] = cloudpickle.loads(msg[2])
+                    self.trainables[msg.key] = cloudpickle.loads(msg.payload)
                 except Exception as exc:  # reported as the error of each trial that needs it
-                    self.trainables[msg[1]] = _Unloadable(exc)
-            elif kind == "run":
-                self.run(msg[1])
-            elif kind == "shutdown":
+                    self.trainables[msg.key] = _Unloadable(exc)
+            elif isinstance(msg, RunAttempt):
+                self.run(msg.spec)
+            elif isinstance(msg, Shutdown):
                 self._drop_actor()
                 return
 
@@ -120,7 +136,7 @@ class _Worker:
         writer = None
         try:
             writer = TrialWriter(self._backend(spec), spec.checkpoint_config,
-                                 spec.kept_checkpoints)
+                                 spec.kept_checkpoints, on_checkpoint=self._on_checkpoint)
             if spec.write_params:
                 writer.write_params(spec.config)
             session = _session.TrialSession(
@@ -149,17 +165,15 @@ class _Worker:
                     writer.close()
                 except Exception:
                     traceback.print_exc()
-            self.conn.send(("error", text, _picklable(exc)))
+            self.conn.send(AttemptFailed(text, _picklable(exc)))
         finally:
             _session.set_session(None)
 
-    def _run_function(self, session, fn) -> tuple:
+    def _run_function(self, session, fn) -> AttemptEnded:
         try:
             returned = fn(session.config)
         except _session.TrialInterrupted as interrupt:
-            if interrupt.decision == _session.PAUSE:
-                return ("paused", None)
-            return ("done", None)
+            return AttemptEnded(paused=interrupt.decision == Decision.PAUSE)
         if isinstance(returned, dict):  # Ray reports a returned dict as the final result
             session.report(returned)
         elif returned is not None:
@@ -167,9 +181,9 @@ class _Worker:
                 "A function trainable may return None or a dict of final metrics, "
                 f"got {type(returned).__name__}."
             )
-        return ("done", None)
+        return AttemptEnded()
 
-    def _run_class(self, spec: TrialSpec, session, cls) -> tuple:
+    def _run_class(self, spec: TrialSpec, session, cls) -> AttemptEnded:
         actor = None
         if spec.reuse_actor and self.actor is not None and self.actor_key == spec.trainable_key:
             if self.actor.reset(spec.config):
@@ -184,30 +198,30 @@ class _Worker:
         freq = getattr(cfg, "checkpoint_frequency", 0) or 0
         at_end = bool(getattr(cfg, "checkpoint_at_end", False))
 
-        def save(result) -> str:
+        def save(result) -> CheckpointRecord:
             with tempfile.TemporaryDirectory(prefix="tunelib-ckpt-") as d:
                 actor.save(d)
                 return session.persist_checkpoint(d, result)
 
-        outcome = ("done", None)
+        outcome = AttemptEnded()
         while True:
             result = actor.train()
-            name = None
+            record = None
             if freq and result["training_iteration"] % freq == 0:
-                name = save(result)
+                record = save(result)
                 # not in Ray's class rows, but it lets any reader pair the checkpoint with
                 # its metrics (Ray's own Result.from_path needs it)
-                result["checkpoint_dir_name"] = name
+                result["checkpoint_dir_name"] = record.name
             session.writer.append_result(result)
             session.last_result = result
-            decision = self._send_result(result, name)
-            if decision == _session.CONTINUE and not result.get("done"):
+            decision = self._send_result(result, record)
+            if decision == Decision.CONTINUE and not result.get("done"):
                 continue
-            if decision == _session.PAUSE:
-                name = save(result) if name is None else name
-                outcome = ("paused", name)
-            elif at_end and name is None:
-                outcome = ("done", save(result))
+            if decision == Decision.PAUSE:
+                # a checkpoint of this very result was just persisted, or one is taken now
+                outcome = AttemptEnded(paused=True, checkpoint=None if record else save(result))
+            elif at_end and record is None:
+                outcome = AttemptEnded(checkpoint=save(result))
             break
         if spec.reuse_actor:
             self.actor, self.actor_key = actor, spec.trainable_key
@@ -236,11 +250,11 @@ class _RemoteCheckpoint:
 
     def to_directory(self, path: Optional[str] = None) -> str:
         target = path or tempfile.mkdtemp(prefix="tunelib-ckpt-")
-        self._conn.send(("fetch", self.path))
+        self._conn.send(FetchCheckpoint(self.path))
         msg = self._conn.recv()
-        if msg[0] != "files":
-            raise RuntimeError(f"worker expected checkpoint files, got {msg[0]!r}")
-        for rel, data in msg[1]:
+        if not isinstance(msg, CheckpointFiles):
+            raise RuntimeError(f"worker expected checkpoint files, got {type(msg).__name__}")
+        for rel, data in msg.files:
             full = os.path.join(target, rel)
             os.makedirs(os.path.dirname(full), exist_ok=True)
             with open(full, "wb") as f:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Protocol, runtime_checkable
 
+from tunelib._lifecycle import Decision
 from tunelib.trial import PAUSED, PENDING, Trial
 
 #: Ray's anonymous metric, used when only a ``mode`` is given (``ray.tune.result.DEFAULT_METRIC``).
@@ -90,10 +91,10 @@ class TrialScheduler:
                 return self.STOP if result["training_iteration"] >= 2 else self.CONTINUE
     """
 
-    CONTINUE = "CONTINUE"  #: keep the trial running
-    PAUSE = "PAUSE"  #: checkpoint and pause the trial
-    STOP = "STOP"  #: terminate the trial
-    NOOP = "NOOP"  #: the scheduler has already acted through the controller
+    CONTINUE = Decision.CONTINUE  #: keep the trial running
+    PAUSE = Decision.PAUSE  #: checkpoint and pause the trial
+    STOP = Decision.STOP  #: terminate the trial
+    NOOP = Decision.NOOP  #: the scheduler has already acted through the controller
 
     _metric: Optional[str] = None
     _supports_buffered_results = True

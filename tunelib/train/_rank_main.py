@@ -14,6 +14,8 @@ import threading
 import time
 from multiprocessing.connection import Client
 
+from tunelib.train._messages import RankDone, RankFailed, RankHello
+
 
 def _exit_with_parent() -> None:
     """A rank never outlives the trial process that coordinates it (killed, crashed)."""
@@ -33,7 +35,7 @@ def main() -> None:
     rank = int(os.environ["RANK"])
     conn = Client(os.environ["TUNELIB_TRAIN_ADDRESS"], family="AF_UNIX",
                   authkey=bytes.fromhex(os.environ["TUNELIB_TRAIN_AUTHKEY"]))
-    conn.send(("hello", rank, os.getpid()))
+    conn.send(RankHello(rank, os.getpid()))
     for path in conn.recv():
         if path not in sys.path:
             sys.path.append(path)
@@ -46,8 +48,8 @@ def main() -> None:
 
         spec = cloudpickle.loads(payload)
     except BaseException as exc:
-        conn.send(("error", rank, "The train_loop_per_worker could not be loaded in the "
-                   f"training worker: {format_exception(exc)}", None))
+        conn.send(RankFailed(rank, "The train_loop_per_worker could not be loaded in the "
+                             f"training worker: {format_exception(exc)}"))
         return
     rank_session = RankSession(conn, spec, rank, int(os.environ["LOCAL_RANK"]),
                                int(os.environ["LOCAL_WORLD_SIZE"]),
@@ -66,12 +68,12 @@ def main() -> None:
     except _session.TrialInterrupted:
         pass  # the driver stopped the trial: a normal end for this rank
     except BaseException as exc:
-        conn.send(("error", rank, format_exception(exc), _picklable(exc)))
+        conn.send(RankFailed(rank, format_exception(exc), _picklable(exc)))
         return
     finally:
         if backend is not None:
             backend.shutdown()
-    conn.send(("done", rank, rank_session.reports))
+    conn.send(RankDone(rank, rank_session.reports))
 
 
 def _picklable(exc: BaseException):

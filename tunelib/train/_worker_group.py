@@ -28,6 +28,8 @@ from multiprocessing.connection import Listener, wait
 from typing import Any, Dict, List, Optional
 
 from tunelib import session as _session
+from tunelib._lifecycle import Decision
+from tunelib.train._messages import RankDone, RankFailed, RankReport
 
 REPORT_TIMEOUT_ENV = "TUNELIB_TRAIN_REPORT_TIMEOUT_S"
 DEFAULT_REPORT_TIMEOUT_S = 60.0
@@ -81,11 +83,13 @@ class RankSession:
         self.latest_checkpoint = spec.checkpoint
         self.reports = 0
 
-    def report(self, metrics: Dict[str, Any], checkpoint=None, **_ignored) -> str:
+    def report(self, metrics: Dict[str, Any], checkpoint=None, **ignored) -> Decision:
         if not isinstance(metrics, dict):
             raise TypeError(
                 f"`metrics` passed to report() must be a dict, got {type(metrics).__name__}."
             )
+        if ignored:
+            _session.warn_ignored_keywords("report", ignored)
         if checkpoint is not None:
             from tunelib.checkpoint import Checkpoint
 
@@ -95,7 +99,7 @@ class RankSession:
                     f"(e.g. train.Checkpoint.from_directory(dir)), got {type(checkpoint).__name__}."
                 )
         self.reports += 1
-        self._conn.send(("report", self.world_rank, self.reports, metrics, checkpoint))
+        self._conn.send(RankReport(self.world_rank, self.reports, metrics, checkpoint))
         # The coordinator answers once it no longer needs the checkpoint dir (it has copied
         # it), so a temporary directory may be removed as soon as report() returns.
         return self._conn.recv()
@@ -208,7 +212,7 @@ class WorkerGroup:
                     f"{_START_TIMEOUT_S:g} s.", None)
         for conn in accepted:
             hello = conn.recv()
-            self.ranks[hello[1]].conn = conn
+            self.ranks[hello.rank].conn = conn
 
     def _shutdown(self) -> None:
         for r in self.ranks:
@@ -292,19 +296,19 @@ class WorkerGroup:
             if not rank.finished:
                 self._died(rank)
             return
-        kind = msg[0]
-        if kind == "report":
-            _, r, index, metrics, checkpoint = msg
-            rank.reports = index
-            self._on_report(rank, index, metrics, checkpoint)
-        elif kind == "done":
+        if isinstance(msg, RankReport):
+            rank.reports = msg.index
+            self._on_report(rank, msg.index, msg.metrics, msg.checkpoint)
+        elif isinstance(msg, RankDone):
             rank.finished = True
-        elif kind == "error":
-            _, r, text, exc = msg
+        elif isinstance(msg, RankFailed):
             rank.finished = True
             raise _group_error(
-                f"Training worker rank {r} failed; the other workers were stopped.\n{text}",
-                r, exc)
+                f"Training worker rank {msg.rank} failed; the other workers were stopped.\n"
+                f"{msg.error_text}", msg.rank, msg.error)
+        else:
+            raise RuntimeError(f"unexpected message from training worker rank {rank.rank}: "
+                               f"{type(msg).__name__}")
 
     def _on_report(self, rank: _Rank, index: int, metrics, checkpoint) -> None:
         if self.decision != _session.CONTINUE:
