@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, List, Optional
+from typing import List, Optional
 
 CONTROL_DIR = ".tunelib"
 TRAINABLE_FILE = "trainable.pkl"
@@ -106,13 +106,3 @@ class _Tail:
 
     def grew(self) -> bool:
         return self._size() != self.offset
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        from tunelib._trial_writer import _dumps
-
-        return json.loads(_dumps(value))

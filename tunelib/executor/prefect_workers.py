@@ -54,6 +54,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
+from tunelib._layout import to_json_value
 from tunelib._lifecycle import Decision
 from tunelib.executor._storage_channel import (
     _FINAL_TYPES,
@@ -68,7 +69,6 @@ from tunelib.executor._storage_channel import (
     TrialAttemptFailed,
     _control_path,
     _fresh,
-    _jsonable,
     _read_json,
     _Tail,
     _write_atomic,
@@ -313,7 +313,7 @@ class PrefectWorkersExecutor:
         else:
             retries = max(0, max_failures - spec.failure_number)
         parameters = {
-            "config": _jsonable(spec.config),
+            "config": to_json_value(spec.config),
             "tunelib": {
                 "experiment_uri": spec.experiment_uri,
                 "experiment_path": self.experiment.experiment_path,
