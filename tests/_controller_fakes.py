@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import pyarrow.fs as pafs
 
-from tunelib._trial_writer import checkpoint_dir_name
+from tunelib._layout import checkpoint_dir_name
 from tunelib.config import CheckpointConfig
 from tunelib.controller import Controller, ExperimentSpec
 from tunelib.executor.base import CheckpointRecord, EventKind, TrialEvent, TrialSpec

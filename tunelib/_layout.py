@@ -20,7 +20,7 @@ import json
 import math
 import re
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 # --------------------------------------------------------------------------- file names
 RESULT_FILE = "result.json"
@@ -52,7 +52,13 @@ def checkpoint_dir_name(index: int) -> str:
 
 
 def is_checkpoint_dir_name(name: str) -> bool:
+    """``checkpoint_000003``, not a ``checkpoint_000003.tmp-<pid>`` left by a killed copy."""
     return name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX):].isdigit()
+
+
+def checkpoint_index(name: str) -> int:
+    """3 for ``checkpoint_000003`` (a dir found on storage; see is_checkpoint_dir_name)."""
+    return int(name[len(CHECKPOINT_PREFIX):])
 
 
 def session_str(now: Optional[float] = None) -> str:
@@ -196,3 +202,164 @@ def to_json_value(value: Any, finite: bool = False) -> Any:
 def _is_scalar_like(value: Any) -> bool:
     """numpy scalars and arrays (``item`` / ``tolist``): encoded as numbers and lists."""
     return callable(getattr(value, "item", None)) or callable(getattr(value, "tolist", None))
+
+
+# --------------------------------------------------------------------------- experiment state
+#
+# ``experiment_state-<session>.json`` is Ray's: ``{"trial_data": [[trial_json, runtime_json],
+# ...], "runner_data": {...}, "stats": {...}}``, each pair two JSON *strings*. Only plain
+# JSON fields are written and read (Ray's pickled hex blobs are ignored), so Ray's files and
+# tunelib's read the same way. tunelib's own bookkeeping (latest checkpoint, what retention
+# kept, attempts) sits under the runtime's ``"tunelib"`` key, which Ray ignores.
+
+
+def find_experiment_state(fs, experiment_path: str) -> Optional[str]:
+    """Path of the newest ``experiment_state-*.json`` in the dir, or None (the timestamp
+    in the name sorts chronologically)."""
+    import fnmatch
+
+    from tunelib import storage
+
+    matching = fnmatch.filter(storage.list_dir(fs, experiment_path), EXPERIMENT_STATE_PATTERN)
+    return storage.join(experiment_path, max(matching)) if matching else None
+
+
+def trial_state(trial, max_failures: int, checkpoint_config) -> List[str]:
+    """One ``trial_data`` entry: the trial's (info, runtime) JSON strings."""
+    from tunelib._lifecycle import TrialStatus
+    from tunelib._retention import rank_checkpoints
+
+    info = {
+        "stub": False,
+        "trainable_name": trial.trainable_name,
+        "trial_id": trial.trial_id,
+        "config": to_json_value(trial.config),
+        "evaluated_params": to_json_value(trial.evaluated_params),
+        "experiment_tag": trial.experiment_tag,
+        "stopping_criterion": {},
+        "max_failures": max_failures,
+        "status": trial.status,
+        "relative_logdir": trial.dirname,
+        "custom_trial_name": trial.custom_trial_name,
+        "custom_dirname": None,
+        "restore_path": None,
+    }
+    failed = trial.status == TrialStatus.ERROR or trial.num_failures
+    runtime = {
+        "start_time": trial.start_time,
+        "num_failures": trial.num_failures,
+        "num_failures_after_restore": 0,
+        "error_filename": trial.error_file if failed else None,
+        "pickled_error_filename": ERROR_PKL if trial.error_file else None,
+        "last_result": to_json_value(trial.last_result),
+        "last_result_time": trial.last_result.get("timestamp"),
+        # the reader pairs these with the dirs on storage: best last, as Ray's manager keeps them
+        "best_checkpoints": [
+            {"dir_name": name, "metrics": to_json_value(metrics)}
+            for name, metrics in reversed(rank_checkpoints(trial.kept_checkpoints,
+                                                           checkpoint_config))
+        ],
+        "tunelib": {
+            "checkpoint_dir_name": trial.checkpoint_dir_name,
+            "kept_checkpoints": [name for name, _ in trial.kept_checkpoints],
+            "next_checkpoint_index": trial.next_checkpoint_index,
+            "checkpoint_progress": list(trial.checkpoint_progress),
+            "attempts": trial.attempts,
+        },
+    }
+    return [dumps(info, indent=2), dumps(runtime, indent=2)]
+
+
+def experiment_state(trial_data: List[List[str]], runner_data: Dict[str, Any],
+                     start_time: float) -> str:
+    """The whole ``experiment_state-*.json`` text."""
+    return dumps({"trial_data": trial_data, "runner_data": runner_data,
+                  "stats": {"start_time": start_time}})
+
+
+def _json_field(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return {}
+    return value or {}
+
+
+def index_from_trial_id(trial_id: str) -> int:
+    """``<prefix>_00007`` -> 7 (the trial's number in creation order; 0 when absent)."""
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def trials_from_state(state: Dict[str, Any]) -> List[Tuple[Any, Dict[str, Any]]]:
+    """Trial records from an experiment state dict (Ray's or tunelib's), with tunelib's
+    bookkeeping restored where present; returns ``(trial, runtime)`` pairs."""
+    from tunelib._lifecycle import TrialStatus
+    from tunelib.trial import Trial
+
+    out = []
+    for pair in state.get("trial_data", []):
+        t = _json_field(pair[0])
+        rt = _json_field(pair[1]) if len(pair) > 1 else {}
+        trial_id = str(t.get("trial_id", ""))
+        last_result = rt.get("last_result")
+        evaluated = t.get("evaluated_params")
+        try:
+            status = TrialStatus(t.get("status") or TrialStatus.TERMINATED)
+        except ValueError:
+            status = TrialStatus.TERMINATED
+        trial = Trial(
+            trial_id=trial_id,
+            config=t.get("config") if isinstance(t.get("config"), dict) else {},
+            trainable_name=str(t.get("trainable_name", "")),
+            experiment_tag=t.get("experiment_tag") or "",
+            evaluated_params=evaluated if isinstance(evaluated, dict) else {},
+            dirname=t.get("relative_logdir") or "",
+            status=status,
+            last_result=last_result if isinstance(last_result, dict) else {},
+            num_failures=int(rt.get("num_failures") or 0),
+            error_file=rt.get("error_filename"),
+            custom_trial_name=t.get("custom_trial_name"),
+            start_time=rt.get("start_time"),
+            index=index_from_trial_id(trial_id),
+        )
+        trial.checkpoint_dir_name = trial.last_result.get("checkpoint_dir_name")
+        _restore_bookkeeping(trial, rt)
+        out.append((trial, rt))
+    return out
+
+
+def _restore_bookkeeping(trial, runtime: Dict[str, Any]) -> None:
+    """tunelib's own fields of a trial's runtime state (absent in Ray's files)."""
+    own = runtime.get("tunelib")
+    if not isinstance(own, dict):
+        return
+    trial.checkpoint_dir_name = own.get("checkpoint_dir_name", trial.checkpoint_dir_name)
+    trial.next_checkpoint_index = int(own.get("next_checkpoint_index") or 0)
+    progress = own.get("checkpoint_progress") or (0, 0.0)
+    trial.checkpoint_progress = (int(progress[0]), float(progress[1]))
+    trial.attempts = int(own.get("attempts") or 0)
+    metrics = {c["dir_name"]: c.get("metrics") or {}
+               for c in runtime.get("best_checkpoints") or [] if "dir_name" in c}
+    kept = own.get("kept_checkpoints") or list(metrics)
+    trial.kept_checkpoints = [(name, metrics.get(name, {})) for name in kept]
+
+
+# --------------------------------------------------------------------------- PBT policy logs
+
+
+def append_pbt_policy(fs, experiment_path: str, trial_id: str, donor_id: str,
+                      policy: Any) -> None:
+    """Ray's PBT files: every exploit in ``pbt_global.txt``; per trial, its donor's
+    history followed by the exploit in ``pbt_policy_<trial_id>.txt``."""
+    from tunelib import storage
+
+    line = dumps(policy) + "\n"
+    global_file = storage.join(experiment_path, PBT_GLOBAL_FILE)
+    previous = storage.read_text(fs, global_file) if storage.exists(fs, global_file) else ""
+    storage.write_text(fs, global_file, previous + line)
+    donor_file = storage.join(experiment_path, pbt_policy_file(donor_id))
+    history = storage.read_text(fs, donor_file) if storage.exists(fs, donor_file) else ""
+    storage.write_text(fs, storage.join(experiment_path, pbt_policy_file(trial_id)),
+                       history + line)

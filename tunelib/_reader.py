@@ -14,7 +14,6 @@ A killed writer can leave a truncated last line in ``result.json``: it is skippe
 
 from __future__ import annotations
 
-import fnmatch
 import io
 import json
 import logging
@@ -32,78 +31,29 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 
 from tunelib import storage
+from tunelib._layout import (
+    DELIMITER,
+    ERROR_FILE,
+    ERROR_PKL,
+    PARAMS_FILE,
+    PROGRESS_FILE,
+    RESULT_FILE,
+    index_from_trial_id,
+    is_checkpoint_dir_name,
+    unflatten_dict,
+    unflattened_lookup,
+)
 from tunelib.checkpoint import Checkpoint
 from tunelib.error import TrialFailedError
 from tunelib.trial import ERROR, RUNNING, TERMINATED, Trial
 
 logger = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
-PROGRESS_FILE = "progress.csv"
-PARAMS_FILE = "params.json"
-ERROR_TXT = "error.txt"
-ERROR_PKL = "error.pkl"
-EXPERIMENT_STATE_PATTERN = "experiment_state-*.json"
-CHECKPOINT_PREFIX = "checkpoint_"
-DELIM = "/"
 _JSON_READ_OPTIONS = pajson.ReadOptions(use_threads=False, block_size=1 << 26)
 _TRIAL_ID_RE = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 _MISSING = object()
 # Enough to overlap remote reads and let pyarrow's GIL-free parsing use every core.
 _MAX_READ_THREADS = 16
-
-
-# ---------------------------------------------------------------- dict helpers
-def flatten_dict(d: Dict[str, Any], delimiter: str = DELIM) -> Dict[str, Any]:
-    """Flatten nested dicts to ``{"a/b": v}`` with Ray's key order; lists are kept whole
-    and empty dicts vanish (as Ray's ``flatten_dict``)."""
-    dt = dict(d)
-    while any(isinstance(v, dict) for v in dt.values()):
-        remove, add = [], {}
-        for key, value in dt.items():
-            if isinstance(value, dict):
-                for subkey, v in value.items():
-                    add[f"{key}{delimiter}{subkey}"] = v
-                remove.append(key)
-        dt.update(add)
-        for k in remove:
-            del dt[k]
-    return dt
-
-
-def unflatten_dict(d: Dict[str, Any], delimiter: str = DELIM) -> Dict[str, Any]:
-    """Inverse of :func:`flatten_dict`."""
-    out: Dict[str, Any] = {}
-    for key, v in d.items():
-        parts = key.split(delimiter)
-        cur = out
-        for p in parts[:-1]:
-            nxt = cur.get(p)
-            if not isinstance(nxt, dict):
-                nxt = cur[p] = {}
-            cur = nxt
-        cur[parts[-1]] = v
-    return out
-
-
-def unflattened_lookup(flat_key: str, lookup: Any, delimiter: str = DELIM, **kwargs) -> Any:
-    """Look ``"a/0/b"`` up as ``lookup["a"][0]["b"]`` (or ``lookup["a/0/b"]``); Ray's helper."""
-    if isinstance(lookup, dict) and flat_key in lookup:
-        return lookup[flat_key]
-    base = lookup
-    for key in flat_key.split(delimiter):
-        try:
-            if isinstance(base, dict):
-                base = base[key]
-            elif isinstance(base, (list, tuple)):
-                base = base[int(key)]
-            else:
-                raise KeyError(key)
-        except (KeyError, IndexError, ValueError):
-            if "default" in kwargs:
-                return kwargs["default"]
-            raise KeyError(flat_key) from None
-    return base
 
 
 def is_nan_or_inf(value: Any) -> bool:
@@ -144,7 +94,7 @@ def _flatten_table(table: pa.Table) -> pa.Table:
             out.append((name, col))
             return
         for f, child in zip(col.type, col.flatten()):
-            walk(name + DELIM + f.name, child, nested)
+            walk(name + DELIMITER + f.name, child, nested)
 
     for name, col in zip(table.column_names, table.columns):
         walk(name, col, plain)
@@ -165,7 +115,7 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
 def _frame_rowwise(data: bytes) -> pd.DataFrame:
     # Mixed types per key, blank lines, ...: Ray's own (row-wise) reader.
     rows = [json.loads(line) for line in data.split(b"\n") if line.strip()]
-    return pd.json_normalize(rows, sep=DELIM)
+    return pd.json_normalize(rows, sep=DELIMITER)
 
 
 def _frame_from_json_lines(data: bytes) -> pd.DataFrame:
@@ -349,16 +299,11 @@ def _csv_frame(text: str) -> Tuple[pd.DataFrame, Dict[str, Any]]:
     return df, (unflatten_dict(_clean_row(df.iloc[-1].to_dict())) if len(df) else {})
 
 
-def _is_checkpoint_name(name: str) -> bool:
-    """``checkpoint_000003``, not a ``checkpoint_000003.tmp-<pid>`` left by a killed copy."""
-    return name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX):].isdigit()
-
-
 def _finish(fs: pafs.FileSystem, raw: _RawTrial, df: pd.DataFrame) -> TrialData:
-    names = [e for e in raw.entries if _is_checkpoint_name(e)]
+    names = [e for e in raw.entries if is_checkpoint_dir_name(e)]
     if names:
         names = sorted(
-            e for e in storage.list_dir(fs, raw.path, dirs_only=True) if _is_checkpoint_name(e)
+            e for e in storage.list_dir(fs, raw.path, dirs_only=True) if is_checkpoint_dir_name(e)
         )
     ck_metrics = _checkpoint_metrics(raw.json_data, df, names)
     checkpoints = [
@@ -370,7 +315,7 @@ def _finish(fs: pafs.FileSystem, raw: _RawTrial, df: pd.DataFrame) -> TrialData:
     return TrialData(
         path=raw.path, dataframe=df, last_result=raw.last,
         has_results=raw.json_data is not None or raw.csv_text is not None, config=config,
-        checkpoints=checkpoints, has_error_file=ERROR_PKL in raw.entries or ERROR_TXT in raw.entries,
+        checkpoints=checkpoints, has_error_file=ERROR_PKL in raw.entries or ERROR_FILE in raw.entries,
     )
 
 
@@ -404,7 +349,7 @@ def read_trial_dirs(fs: pafs.FileSystem, paths: Sequence[str], read_params: bool
 
 
 def load_error(fs: pafs.FileSystem, trial_path: str, pickled_name: Optional[str] = ERROR_PKL,
-               text_name: Optional[str] = ERROR_TXT) -> Optional[Exception]:
+               text_name: Optional[str] = ERROR_FILE) -> Optional[Exception]:
     """The trial's exception: unpickled from error.pkl when that works without Ray,
     else a ``TrialFailedError`` carrying error.txt; None when neither file exists."""
     if pickled_name:
@@ -430,58 +375,6 @@ def load_error(fs: pafs.FileSystem, trial_path: str, pickled_name: Optional[str]
 
 
 # ---------------------------------------------------------------- experiment dirs
-def find_experiment_state(fs: pafs.FileSystem, experiment_path: str) -> Optional[str]:
-    """Path of the newest ``experiment_state-*.json`` in the dir, or None."""
-    matching = fnmatch.filter(storage.list_dir(fs, experiment_path), EXPERIMENT_STATE_PATTERN)
-    if not matching:
-        return None
-    # The timestamp in the name sorts chronologically.
-    return storage.join(experiment_path, max(matching))
-
-
-def _safe_json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return {}
-    return value or {}
-
-
-def _index_from_trial_id(trial_id: str) -> int:
-    tail = trial_id.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
-
-
-def trials_from_state(state: Dict[str, Any]) -> List[Tuple[Trial, Dict[str, Any]]]:
-    """Build Trial records from an experiment state dict; returns (trial, runtime) pairs."""
-    out = []
-    for pair in state.get("trial_data", []):
-        t = _safe_json(pair[0])
-        rt = _safe_json(pair[1]) if len(pair) > 1 else {}
-        trial_id = str(t.get("trial_id", ""))
-        last_result = rt.get("last_result")
-        trial = Trial(
-            trial_id=trial_id,
-            config=t.get("config") if isinstance(t.get("config"), dict) else {},
-            trainable_name=str(t.get("trainable_name", "")),
-            experiment_tag=t.get("experiment_tag") or "",
-            evaluated_params=t.get("evaluated_params") if isinstance(t.get("evaluated_params"), dict) else {},
-            dirname=t.get("relative_logdir") or "",
-            status=t.get("status") or TERMINATED,
-            last_result=last_result if isinstance(last_result, dict) else {},
-            num_failures=int(rt.get("num_failures") or 0),
-            error_file=rt.get("error_filename"),
-            custom_trial_name=t.get("custom_trial_name"),
-            start_time=rt.get("start_time"),
-            index=_index_from_trial_id(trial_id),
-        )
-        if isinstance(trial.last_result, dict):
-            trial.checkpoint_dir_name = trial.last_result.get("checkpoint_dir_name")
-        out.append((trial, rt))
-    return out
-
-
 def trial_from_dir(dirname: str, data: TrialData) -> Trial:
     """A Trial reconstructed from a trial dir alone (no experiment state was written)."""
     last = data.last_result
@@ -499,8 +392,8 @@ def trial_from_dir(dirname: str, data: TrialData) -> Trial:
     return Trial(
         trial_id=trial_id, config=data.config or {}, trainable_name=trainable,
         experiment_tag=str(last.get("experiment_tag", "")), dirname=dirname, status=status,
-        last_result=dict(last), error_file=ERROR_TXT if data.has_error_file else None,
-        checkpoint_dir_name=last.get("checkpoint_dir_name"), index=_index_from_trial_id(trial_id),
+        last_result=dict(last), error_file=ERROR_FILE if data.has_error_file else None,
+        checkpoint_dir_name=last.get("checkpoint_dir_name"), index=index_from_trial_id(trial_id),
     )
 
 

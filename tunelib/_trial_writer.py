@@ -14,58 +14,26 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
 import os
 import pickle
 import shutil
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from tunelib._layout import (
+    ERROR_FILE,
+    ERROR_PKL,
+    PARAMS_FILE,
+    PARAMS_PKL,
+    PROGRESS_FILE,
+    RESULT_FILE,
+    checkpoint_dir_name,
+    dumps,
+    flatten_dict,
+)
+from tunelib._retention import select_kept
 from tunelib.executor._messages import StorageOp, StorageOpKind
 from tunelib.executor.base import CheckpointRecord
-
-RESULT_FILE = "result.json"
-PROGRESS_FILE = "progress.csv"
-PARAMS_FILE = "params.json"
-PARAMS_PKL = "params.pkl"
-ERROR_FILE = "error.txt"
-ERROR_PKL = "error.pkl"
-
-
-def checkpoint_dir_name(index: int) -> str:
-    return f"checkpoint_{index:06d}"
-
-
-def flatten_dict(d: Dict[str, Any], delimiter: str = "/", prefix: str = "") -> Dict[str, Any]:
-    """Flatten nested dicts into ``a/b`` keys, as Ray's progress.csv and dataframes do."""
-    out: Dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten_dict(value, delimiter, name + delimiter))
-        else:
-            out[name] = value
-    return out
-
-
-class _JSONEncoder(json.JSONEncoder):
-    """Numbers from numpy and other objects must not break a trial's log."""
-
-    def default(self, o):
-        if hasattr(o, "item") and callable(o.item):
-            try:
-                return o.item()
-            except (TypeError, ValueError):
-                pass
-        if hasattr(o, "tolist"):
-            return o.tolist()
-        return repr(o)
-
-
-def _dumps(obj) -> str:
-    return json.dumps(obj, cls=_JSONEncoder)
-
 
 # --------------------------------------------------------------------------- backends
 
@@ -226,46 +194,6 @@ def apply_forwarded(backend, message: "StorageOp") -> None:
 # --------------------------------------------------------------------------- the writer
 
 
-def _score(metrics: Dict[str, Any], attribute: Optional[str]) -> Optional[float]:
-    if attribute is None:
-        return None
-    value = metrics.get(attribute)
-    if value is None:
-        value = flatten_dict(metrics).get(attribute)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
-
-
-def rank_checkpoints(kept: List[Tuple[str, Dict[str, Any]]], checkpoint_config):
-    """``kept`` ordered best first by ``checkpoint_score_attribute`` (newest first without
-    one); checkpoints that lack the attribute rank last."""
-    attr = getattr(checkpoint_config, "checkpoint_score_attribute", None)
-    if attr is None:
-        return list(reversed(kept))
-    sign = 1.0 if checkpoint_config.checkpoint_score_order == "max" else -1.0
-
-    def key(item):
-        score = _score(item[1], attr)
-        return (score is not None, sign * score if score is not None else 0.0)
-
-    return sorted(kept, key=key, reverse=True)
-
-
-def select_kept(kept: List[Tuple[str, Dict[str, Any]]], checkpoint_config) -> set:
-    """Names of the checkpoints ``CheckpointConfig`` keeps: the best ``num_to_keep`` by
-    score (or the most recent), plus always the latest, which a retry restores from."""
-    cfg = checkpoint_config
-    if cfg is None or cfg.num_to_keep is None or len(kept) <= cfg.num_to_keep:
-        return {name for name, _ in kept}
-    ranked = rank_checkpoints(kept, cfg)
-    keep = {name for name, _ in ranked[: cfg.num_to_keep]}
-    keep.add(kept[-1][0])
-    return keep
-
-
 class TrialWriter:
     """Appends a trial's results and persists its checkpoints, keeping ``num_to_keep``."""
 
@@ -291,8 +219,7 @@ class TrialWriter:
                 self._csv_fields = next(csv.reader(io.StringIO(existing)), None)
 
     def write_params(self, config: Dict[str, Any]) -> None:
-        self.backend.write_bytes(PARAMS_FILE, json.dumps(config, indent=2, cls=_JSONEncoder,
-                                                         sort_keys=True).encode())
+        self.backend.write_bytes(PARAMS_FILE, dumps(config, indent=2, sort_keys=True).encode())
         try:
             data = pickle.dumps(config)
         except Exception:  # configs holding functions: cloudpickle knows them
@@ -302,7 +229,7 @@ class TrialWriter:
         self.backend.write_bytes(PARAMS_PKL, data)
 
     def append_result(self, result: Dict[str, Any]) -> None:
-        self.backend.append_text(RESULT_FILE, _dumps(result) + "\n")
+        self.backend.append_text(RESULT_FILE, dumps(result) + "\n")
         flat = flatten_dict({k: v for k, v in result.items() if k != "config"})
         buf = io.StringIO()
         if self._csv_fields is None:

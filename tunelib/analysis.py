@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import pandas as pd
 import pyarrow.fs
 
-from tunelib import _reader, storage
+from tunelib import _layout, _reader, storage
 from tunelib.checkpoint import Checkpoint
 from tunelib.error import TuneError
 from tunelib.trial import Trial
@@ -79,7 +79,7 @@ class ExperimentAnalysis:
             self._experiment_json_fs_path: Optional[str] = path
         else:
             self._experiment_fs_path = path
-            self._experiment_json_fs_path = _reader.find_experiment_state(self._fs, path)
+            self._experiment_json_fs_path = _layout.find_experiment_state(self._fs, path)
 
         self._data: Dict[str, _reader.TrialData] = {}
         self._runtime: Dict[str, Dict[str, Any]] = {}
@@ -134,7 +134,7 @@ class ExperimentAnalysis:
                 raise TuneError(
                     f"Experiment state file {self._experiment_json_fs_path} is not valid JSON: {e}"
                 ) from e
-            pairs = _reader.trials_from_state(state)
+            pairs = _layout.trials_from_state(state)
             trials = [t for t, _ in pairs]
             self._runtime = {t.trial_id: rt for t, rt in pairs}
             self._read_trial_dirs(trials)
@@ -172,10 +172,10 @@ class ExperimentAnalysis:
         if trial.status != "ERROR":
             return None
         rt = self._runtime.get(trial.trial_id, {})
-        pkl = rt.get("pickled_error_filename", _reader.ERROR_PKL)
-        txt = rt.get("error_filename", trial.error_file or _reader.ERROR_TXT)
-        err = _reader.load_error(self._fs, self._trial_path(trial), pkl or _reader.ERROR_PKL,
-                                 txt or _reader.ERROR_TXT)
+        pkl = rt.get("pickled_error_filename", _layout.ERROR_PKL)
+        txt = rt.get("error_filename", trial.error_file or _layout.ERROR_FILE)
+        err = _reader.load_error(self._fs, self._trial_path(trial), pkl or _layout.ERROR_PKL,
+                                 txt or _layout.ERROR_FILE)
         if err is None and trial.error_msg:
             err = TuneError(trial.error_msg)
         return err
@@ -192,7 +192,7 @@ class ExperimentAnalysis:
     def get_all_configs(self, prefix: bool = False) -> Dict[str, Dict]:
         """``{trial_id: config}``; with ``prefix``, flattened as ``{"config/lr": ...}``."""
         return {
-            trial.trial_id: _reader.flatten_dict({CONFIG_PREFIX: trial.config}) if prefix else trial.config
+            trial.trial_id: _layout.flatten_dict({CONFIG_PREFIX: trial.config}) if prefix else trial.config
             for trial in self.trials
         }
 
@@ -253,7 +253,7 @@ class ExperimentAnalysis:
     @property
     def best_result_df(self) -> pd.DataFrame:
         """The last result of :attr:`best_trial` as a one-row frame indexed by trial_id."""
-        best = _reader.flatten_dict(self.best_result, delimiter=_result_delimiter())
+        best = _layout.flatten_dict(self.best_result, delimiter=_result_delimiter())
         return pd.DataFrame.from_records([best], index="trial_id")
 
     @property
@@ -266,7 +266,7 @@ class ExperimentAnalysis:
         """Every trial's last result, flattened, one row per trial, indexed by trial_id."""
         delim = _result_delimiter()
         return pd.DataFrame.from_records(
-            [_reader.flatten_dict(t.last_result, delimiter=delim) for t in self.trials],
+            [_layout.flatten_dict(t.last_result, delimiter=delim) for t in self.trials],
             index="trial_id",
         )
 
@@ -309,7 +309,7 @@ class ExperimentAnalysis:
         data = self._data.get(trial.trial_id)
         if data is None:
             return []
-        return [(c, _reader.unflattened_lookup(metric, m, default=None)) for c, m in data.checkpoints]
+        return [(c, _layout.unflattened_lookup(metric, m, default=None)) for c, m in data.checkpoints]
 
     def get_trial_checkpoints_paths(self, trial: Trial, metric: Optional[str] = None
                                     ) -> List[Tuple[str, Any]]:

@@ -8,15 +8,16 @@ queued calls), which is the only thing that writes to Prefect.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+from tunelib import _layout
 from tunelib import trial as T
+from tunelib._layout import ERROR_FILE, flatten_dict, to_json_value
 from tunelib._lifecycle import (
     Decision,
     ExperimentOutcome,
@@ -24,12 +25,7 @@ from tunelib._lifecycle import (
     TrialOutcome,
     TrialStatus,
 )
-from tunelib._trial_writer import (
-    ERROR_FILE,
-    ERROR_PKL,
-    flatten_dict,
-    rank_checkpoints,
-)
+from tunelib._progress import progress_line, status_counts
 from tunelib.error import TuneError
 from tunelib.executor.base import CheckpointRecord, EventKind, TrialEvent, TrialSpec
 
@@ -64,7 +60,7 @@ class ExperimentSpec:
     trial_name_creator: Optional[Callable] = None
     trial_dirname_creator: Optional[Callable] = None
     verbose: int = 1
-    session_str: str = field(default_factory=lambda: time.strftime("%Y-%m-%d_%H-%M-%S"))
+    session_str: str = field(default_factory=_layout.session_str)
 
 
 class Controller:
@@ -152,7 +148,8 @@ class Controller:
             if trial.status == TrialStatus.PENDING:
                 self.scheduler.on_trial_add(self, trial)
         self.recorder.experiment_started(
-            spec.name, {"param_space": _jsonable(spec.param_space), "num_samples": spec.num_samples,
+            spec.name, {"param_space": to_json_value(spec.param_space),
+                        "num_samples": spec.num_samples,
                         "metric": spec.metric, "mode": spec.mode}, [spec.name],
         )
         try:
@@ -193,9 +190,7 @@ class Controller:
             raise self._fatal
 
     def _after_experiment(self) -> None:
-        counts: Dict[str, int] = {}
-        for trial in self.trials:
-            counts[trial.status] = counts.get(trial.status, 0) + 1
+        counts = status_counts(self.trials)
         rows = [
             {"trial": str(t), "status": t.status, "iterations": t.last_result.get(
                 "training_iteration", 0), **_summary_metrics(t, self.spec.metric)}
@@ -284,9 +279,11 @@ class Controller:
         if spec.trial_name_creator is not None:
             trial.custom_trial_name = str(spec.trial_name_creator(trial))
         if spec.trial_dirname_creator is not None:
-            trial.dirname = _safe_dirname(str(spec.trial_dirname_creator(trial)))
+            trial.dirname = _layout.safe_dirname(str(spec.trial_dirname_creator(trial)))
         else:
-            trial.dirname = _default_dirname(trial)
+            max_len = int(os.environ.get("TUNE_MAX_LEN_IDENTIFIER", "130"))
+            trial.dirname = _layout.default_trial_dirname(str(trial), trial.experiment_tag,
+                                                          max_len)
         self.trials.append(trial)
         self._by_id[trial_id] = trial
         self.scheduler.on_trial_add(self, trial)
@@ -464,18 +461,11 @@ class Controller:
             self._stop_everything(f"trial {trial} failed and fail_fast is set")
 
     def _write_policy_log(self) -> None:
-        """PBT's exploits, in Ray's files: every one in ``pbt_global.txt``; per trial, its
-        donor's history followed by the exploit in ``pbt_policy_<trial_id>.txt``."""
-        from tunelib import storage
-
-        fs, root = self.spec.fs, self.spec.experiment_path
+        """PBT's exploits, in Ray's files (see ``_layout.append_pbt_policy``)."""
         log = self.scheduler.policy_log
         for trial_id, donor_id, policy in log[self._policy_entries_written:]:
-            line = json.dumps(policy, default=repr) + "\n"
-            _append_text(fs, storage.join(root, "pbt_global.txt"), line)
-            donor_file = storage.join(root, f"pbt_policy_{donor_id}.txt")
-            history = storage.read_text(fs, donor_file) if storage.exists(fs, donor_file) else ""
-            storage.write_text(fs, storage.join(root, f"pbt_policy_{trial_id}.txt"), history + line)
+            _layout.append_pbt_policy(self.spec.fs, self.spec.experiment_path, trial_id,
+                                      donor_id, policy)
         self._policy_entries_written = len(log)
 
     def _write_error_file(self, trial: T.Trial, text: str) -> None:
@@ -515,26 +505,26 @@ class Controller:
 
     # ------------------------------------------------------------------ state and progress
     def save_state(self) -> None:
-        """Write ``experiment_state-<session>.json`` in Ray's structure (JSON fields only)."""
+        """Write ``experiment_state-<session>.json`` in Ray's structure (``_layout``)."""
         from tunelib import storage
 
         self._last_state_save = time.monotonic()
-        data = {
-            "trial_data": [_trial_json(t, self.spec) for t in self.trials],
-            "runner_data": {
-                "_metric": self.spec.metric,
-                "_session_str": self.spec.session_str,
-                "_start_time": self._start,
-                "_total_time": time.time() - self._start,
-                "_iteration": self._iteration,
-                "_has_errored": any(t.status == TrialStatus.ERROR for t in self.trials),
-                "_should_stop_experiment": self._stop_all,
-                "_tunelib": {"mode": self.spec.mode, "name": self.spec.name},
-            },
-            "stats": {"start_time": self._start},
+        spec = self.spec
+        runner_data = {
+            "_metric": spec.metric,
+            "_session_str": spec.session_str,
+            "_start_time": self._start,
+            "_total_time": time.time() - self._start,
+            "_iteration": self._iteration,
+            "_has_errored": any(t.status == TrialStatus.ERROR for t in self.trials),
+            "_should_stop_experiment": self._stop_all,
+            "_tunelib": {"mode": spec.mode, "name": spec.name},
         }
-        path = f"{self.spec.experiment_path}/experiment_state-{self.spec.session_str}.json"
-        storage.write_text(self.spec.fs, path, json.dumps(data, default=repr))
+        text = _layout.experiment_state(
+            [_layout.trial_state(t, spec.max_failures, spec.checkpoint_config)
+             for t in self.trials], runner_data, self._start)
+        path = storage.join(spec.experiment_path, _layout.experiment_state_file(spec.session_str))
+        storage.write_text(spec.fs, path, text)
         self._save_search_state()
 
     def _save_search_state(self) -> None:
@@ -553,28 +543,11 @@ class Controller:
 
     def _print_progress(self, final: bool = False) -> None:
         self._last_progress = time.monotonic()
-        counts: Dict[str, int] = {}
-        for trial in self.trials:
-            counts[trial.status] = counts.get(trial.status, 0) + 1
-        elapsed = time.time() - self._start
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        head = "Experiment finished" if final else "Experiment running"
-        line = f"== {head}: {self.spec.name} | {elapsed:.1f} s | {len(self.trials)} trials: {parts}"
-        metric = self.spec.metric
-        best = _best_so_far(self.trials, metric, self.spec.mode)
-        if best is not None:
-            line += f" | best {metric}={best.last_result.get(metric)!r} ({best})"
-        print(line, flush=True)
+        print(progress_line(self.spec.name, self.trials, time.time() - self._start,
+                            self.spec.metric, self.spec.mode, final), flush=True)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _append_text(fs, path: str, text: str) -> None:
-    from tunelib import storage
-
-    previous = storage.read_text(fs, path) if storage.exists(fs, path) else ""
-    storage.write_text(fs, path, previous + text)
 
 
 def _max_pending_trials(search_alg) -> int:
@@ -597,13 +570,6 @@ def _max_pending_trials(search_alg) -> int:
     return 1
 
 
-def _jsonable(value):
-    try:
-        return json.loads(json.dumps(value, default=repr))
-    except (TypeError, ValueError):
-        return repr(value)
-
-
 def _last_line(text: Optional[str]) -> str:
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -613,73 +579,3 @@ def _summary_metrics(trial: T.Trial, metric: Optional[str]) -> Dict[str, Any]:
     if metric and metric in trial.last_result:
         return {metric: trial.last_result[metric]}
     return {}
-
-
-def _best_so_far(trials, metric, mode) -> Optional[T.Trial]:
-    if not metric or mode not in ("min", "max"):
-        return None
-    best, best_value = None, None
-    for trial in trials:
-        value = trial.last_result.get(metric)
-        if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
-            continue
-        if best is None or (value < best_value if mode == "min" else value > best_value):
-            best, best_value = trial, value
-    return best
-
-
-def _safe_dirname(name: str) -> str:
-    import re
-
-    return re.sub(r'[/()<>:"\\|?*]', "_", name)
-
-
-def _default_dirname(trial: T.Trial) -> str:
-    """Ray's trial dir name: ``<trial name>_<experiment tag>[:130]_<date>``."""
-    import os
-
-    max_len = int(os.environ.get("TUNE_MAX_LEN_IDENTIFIER", "130"))
-    name = f"{trial}_{trial.experiment_tag}"[:max_len]
-    return _safe_dirname(f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
-
-
-def _trial_json(trial: T.Trial, spec: ExperimentSpec) -> List[str]:
-    info = {
-        "stub": False,
-        "trainable_name": trial.trainable_name,
-        "trial_id": trial.trial_id,
-        "config": _jsonable(trial.config),
-        "evaluated_params": _jsonable(trial.evaluated_params),
-        "experiment_tag": trial.experiment_tag,
-        "stopping_criterion": {},
-        "max_failures": spec.max_failures,
-        "status": trial.status,
-        "relative_logdir": trial.dirname,
-        "custom_trial_name": trial.custom_trial_name,
-        "custom_dirname": None,
-        "restore_path": None,
-    }
-    runtime = {
-        "start_time": trial.start_time,
-        "num_failures": trial.num_failures,
-        "num_failures_after_restore": 0,
-        "error_filename": (trial.error_file if trial.status == TrialStatus.ERROR
-                           or trial.num_failures else None),
-        "pickled_error_filename": ERROR_PKL if trial.error_file else None,
-        "last_result": _jsonable(trial.last_result),
-        "last_result_time": trial.last_result.get("timestamp"),
-        # the reader pairs these with the dirs on storage: best last, as Ray's manager keeps them
-        "best_checkpoints": [
-            {"dir_name": name, "metrics": _jsonable(metrics)}
-            for name, metrics in reversed(rank_checkpoints(trial.kept_checkpoints,
-                                                           spec.checkpoint_config))
-        ],
-        "tunelib": {
-            "checkpoint_dir_name": trial.checkpoint_dir_name,
-            "kept_checkpoints": [name for name, _ in trial.kept_checkpoints],
-            "next_checkpoint_index": trial.next_checkpoint_index,
-            "checkpoint_progress": list(trial.checkpoint_progress),
-            "attempts": trial.attempts,
-        },
-    }
-    return [json.dumps(info, indent=2, default=repr), json.dumps(runtime, indent=2, default=repr)]

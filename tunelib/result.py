@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import pandas as pd
 import pyarrow.fs
 
-from tunelib import _reader, storage
+from tunelib import _layout, _reader, storage
 from tunelib.checkpoint import Checkpoint
 
 __all__ = ["Result"]
@@ -112,7 +112,7 @@ class Result:
         if not data.has_results:
             raise RuntimeError(
                 f"Failed to restore the Result object from {path!r}: neither "
-                f"{_reader.RESULT_FILE} nor {_reader.PROGRESS_FILE} exists in the trial folder "
+                f"{_layout.RESULT_FILE} nor {_layout.PROGRESS_FILE} exists in the trial folder "
                 "(expected a trial directory)."
             )
         return cls(
@@ -122,7 +122,7 @@ class Result:
             path=fs_path,
             metrics_dataframe=data.dataframe,
             # Ray's from_path pairs each checkpoint with its flattened result row.
-            best_checkpoints=[(c, _reader.flatten_dict(m)) for c, m in data.checkpoints] or None,
+            best_checkpoints=[(c, _layout.flatten_dict(m)) for c, m in data.checkpoints] or None,
             _storage_filesystem=fs,
         )
 
@@ -142,7 +142,7 @@ class Result:
         valid = [
             (ckpt, value)
             for ckpt, metrics in self.best_checkpoints
-            if (value := _reader.unflattened_lookup(metric, metrics, default=None)) is not None
+            if (value := _layout.unflattened_lookup(metric, metrics, default=None)) is not None
         ]
         if not valid:
             return None

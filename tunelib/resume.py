@@ -45,9 +45,9 @@ class ResumePolicy:
 def load_trials(fs, experiment_path: str, policy: ResumePolicy) -> Tuple[List[T.Trial], str]:
     """The saved trials of the experiment at ``experiment_path``, made ready to continue;
     also returns the id prefix new trials must share."""
-    from tunelib import _reader, storage
+    from tunelib import _layout, storage
 
-    state_file = _reader.find_experiment_state(fs, experiment_path)
+    state_file = _layout.find_experiment_state(fs, experiment_path)
     if state_file is None:
         raise ValueError(
             f"Cannot resume {storage.fs_uri(fs, experiment_path)!r}: no experiment_state-*.json "
@@ -55,8 +55,7 @@ def load_trials(fs, experiment_path: str, policy: ResumePolicy) -> Tuple[List[T.
         )
     state = json.loads(storage.read_text(fs, state_file))
     trials = []
-    for trial, runtime in _reader.trials_from_state(state):
-        _restore_bookkeeping(trial, runtime)
+    for trial, _runtime in _layout.trials_from_state(state):
         if _apply_policy(trial, policy) == RESUME:
             _catch_up_with_storage(fs, storage.join(experiment_path, trial.dirname), trial)
         trials.append(trial)
@@ -64,24 +63,11 @@ def load_trials(fs, experiment_path: str, policy: ResumePolicy) -> Tuple[List[T.
     return trials, prefix
 
 
-def _restore_bookkeeping(trial: T.Trial, runtime: dict) -> None:
-    own = runtime.get("tunelib") or {}
-    trial.checkpoint_dir_name = own.get("checkpoint_dir_name", trial.checkpoint_dir_name)
-    trial.next_checkpoint_index = int(own.get("next_checkpoint_index") or 0)
-    progress = own.get("checkpoint_progress") or (0, 0.0)
-    trial.checkpoint_progress = (int(progress[0]), float(progress[1]))
-    trial.attempts = int(own.get("attempts") or 0)
-    metrics = {c["dir_name"]: c.get("metrics") or {}
-               for c in runtime.get("best_checkpoints") or [] if "dir_name" in c}
-    kept = own.get("kept_checkpoints") or list(metrics)
-    trial.kept_checkpoints = [(name, metrics.get(name, {})) for name in kept]
-
-
 def _catch_up_with_storage(fs, trial_path: str, trial: T.Trial) -> None:
     """The state file is saved every few seconds; what the trial wrote after that is on
     storage. Resume from the newest checkpoint whose reporting row exists (the row is
     written after the checkpoint, so such a checkpoint is complete)."""
-    from tunelib import _reader
+    from tunelib import _layout, _reader
 
     try:
         data = _reader.read_trial_dir(fs, trial_path, read_params=False)
@@ -100,7 +86,7 @@ def _catch_up_with_storage(fs, trial_path: str, trial: T.Trial) -> None:
     by_name = dict(zip(names, (m for _, m in data.checkpoints)))
     trial.kept_checkpoints = [(name, by_name[name]) for name in names]
     trial.next_checkpoint_index = max(
-        trial.next_checkpoint_index, int(names[-1].rsplit("_", 1)[1]) + 1)
+        trial.next_checkpoint_index, _layout.checkpoint_index(names[-1]) + 1)
 
 
 def _apply_policy(trial: T.Trial, policy: ResumePolicy) -> str:

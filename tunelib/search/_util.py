@@ -10,53 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import cloudpickle
 
-
-def flatten_dict(
-    dt: Dict, delimiter: str = "/", prevent_delimiter: bool = False, flatten_list: bool = False
-) -> Dict:
-    """Flatten nested dicts into ``{"a/b": value}`` (Ray's ``flatten_dict``)."""
-
-    def _check(key: Any) -> None:
-        if prevent_delimiter and delimiter in str(key):
-            raise ValueError(
-                f"Found delimiter `{delimiter}` in key `{key}` when flattening the search "
-                f"space. Please avoid `{delimiter}` in parameter names."
-            )
-
-    dt = copy.copy(dt)
-    for key in dt:
-        _check(key)
-    nested = (dict, list) if flatten_list else dict
-    while any(isinstance(v, nested) for v in dt.values()):
-        add, remove = {}, []
-        for key, value in dt.items():
-            if isinstance(value, dict):
-                for subkey, v in value.items():
-                    _check(subkey)
-                    add[delimiter.join([str(key), str(subkey)])] = v
-                remove.append(key)
-            elif flatten_list and isinstance(value, list):
-                for i, v in enumerate(value):
-                    add[delimiter.join([str(key), str(i)])] = v
-                remove.append(key)
-        dt.update(add)
-        for k in remove:
-            del dt[k]
-    return dt
-
-
-def unflatten_dict(dt: Dict[str, Any], delimiter: str = "/") -> Dict[str, Any]:
-    """Inverse of :func:`flatten_dict` (lists are not rebuilt)."""
-    out: Dict[str, Any] = {}
-    for key, val in dt.items():
-        path = key.split(delimiter)
-        item = out
-        for k in path[:-1]:
-            item = item.setdefault(k, {})
-            if not isinstance(item, dict):
-                raise TypeError(f"Cannot unflatten key '{key}': its parent '{k}' is not a dict.")
-        item[path[-1]] = val
-    return out
+from tunelib._layout import flatten_dict, unflatten_dict  # noqa: F401 - the search modules' names
 
 
 def merge_dicts(d1: Dict, d2: Dict) -> Dict:

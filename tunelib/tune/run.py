@@ -65,12 +65,12 @@ def _resume_policy(resume, resume_config, run_config: RunConfig):
 
 
 def _has_state(run_config: RunConfig) -> bool:
-    from tunelib import _reader, storage
+    from tunelib import _layout, storage
     from tunelib.runner import storage_root
 
     try:
         fs, root = storage_root(run_config)
-        return _reader.find_experiment_state(fs, storage.join(root, run_config.name)) is not None
+        return _layout.find_experiment_state(fs, storage.join(root, run_config.name)) is not None
     except (ValueError, OSError):
         return False
 
