@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from tunelib import _layout
 from tunelib import trial as T
@@ -28,6 +28,13 @@ from tunelib._lifecycle import (
 from tunelib._progress import progress_line, status_counts
 from tunelib.error import TuneError
 from tunelib.executor.base import CheckpointRecord, EventKind, TrialEvent, TrialSpec
+
+if TYPE_CHECKING:  # the collaborators' protocols and bases (no import cost at run time)
+    from tunelib.executor.base import Executor
+    from tunelib.recording import Recorder
+    from tunelib.schedulers.trial_scheduler import TrialScheduler
+    from tunelib.search.search_algorithm import SearchAlgorithm
+    from tunelib.stopper import Stopper
 
 logger = logging.getLogger("tunelib")
 
@@ -66,8 +73,10 @@ class ExperimentSpec:
 class Controller:
     """Runs one experiment to completion (see module docstring)."""
 
-    def __init__(self, spec: ExperimentSpec, executor, recorder, search_alg, scheduler, stopper,
-                 callbacks=None, restored_trials: Optional[List[T.Trial]] = None,
+    def __init__(self, spec: ExperimentSpec, executor: Executor, recorder: Recorder,
+                 search_alg: SearchAlgorithm, scheduler: TrialScheduler,
+                 stopper: Optional[Stopper], callbacks: Optional[Sequence[Any]] = None,
+                 restored_trials: Optional[List[T.Trial]] = None,
                  id_prefix: Optional[str] = None):
         self.spec = spec
         self.executor = executor
