@@ -1,18 +1,54 @@
 """Test isolation: a private PREFECT_HOME (never ~/.prefect), temporary storage, and one
 Prefect server shared by the engine tests of a session (starting one per experiment would
-cost seconds each)."""
+cost seconds each).
+
+Everything a session puts in the temp dir lives in one ``tunelib-test-*`` folder, removed
+when the session ends: PREFECT_HOME, TUNE_RESULT_DIR, and (through ``tempfile`` and
+TMPDIR) the temp dirs the code under test and its worker processes leave behind, such as
+``Checkpoint.to_directory()``'s downloads. pytest's own ``tmp_path`` stays where it was.
+"""
 
 import os
+import shutil
 import tempfile
 
 # Before anything imports prefect.
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tunelib-test-prefect-")
+SESSION_DIR = tempfile.mkdtemp(prefix="tunelib-test-")
+os.environ["PREFECT_HOME"] = os.path.join(SESSION_DIR, "prefect")
+os.makedirs(os.environ["PREFECT_HOME"])
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.pop("PREFECT_API_URL", None)
-os.environ.setdefault("TUNE_RESULT_DIR", tempfile.mkdtemp(prefix="tunelib-test-results-"))
+os.environ.setdefault("TUNE_RESULT_DIR", os.path.join(SESSION_DIR, "results"))
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_temp_dir(tmp_path_factory):
+    """Point ``tempfile`` (and TMPDIR, for worker processes) into the session's folder.
+
+    Session-scoped and autouse, so it is set up before, and torn down after, the servers.
+    """
+    tmp_path_factory.getbasetemp()  # fixed first: tmp_path stays in the real temp dir
+    path = os.path.join(SESSION_DIR, "tmp")
+    os.makedirs(path, exist_ok=True)
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = path
+    os.environ["TMPDIR"] = path
+    yield path
+    tempfile.tempdir = saved[0]
+    if saved[1] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[1]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    # last, after pytest's own sessionfinish has torn down any fixture still up (an
+    # interrupted run): the Prefect and moto servers have stopped by now
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
@@ -9,9 +10,7 @@ import pytest
 from tunelib import storage
 from tunelib.checkpoint import Checkpoint
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "ray-2.60")
-if not os.path.isdir(FIXTURES):
-    FIXTURES = "/work/shared/fixtures/ray-2.60"
+FIXTURES = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ray-2.60")
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -18,7 +19,7 @@ from tunelib.result import Result
 from tunelib.result_grid import ResultGrid
 from tunelib.trial import Trial
 
-FIXTURES = "/work/shared/fixtures/ray-2.60"
+FIXTURES = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ray-2.60")
 
 
 def fixture(name):

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from tunelib.search import BasicVariantGenerator, grid_search
 from tunelib.search import sample as tune
 from tunelib.search.variant_generator import format_vars, generate_variants
 
-FIXTURES = "/work/shared/fixtures/ray-2.60"
+FIXTURES = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ray-2.60")
 
 
 def drain(alg, prefix="t"):

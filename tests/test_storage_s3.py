@@ -1,6 +1,7 @@
 """Checkpoints, storage and Result reading on s3:// (moto server on a loopback port)."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from tunelib.checkpoint import Checkpoint  # noqa: E402
 from tunelib.result import Result  # noqa: E402
 from tunelib.result_grid import ResultGrid  # noqa: E402
 
-FIXTURES = "/work/shared/fixtures/ray-2.60"
+FIXTURES = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ray-2.60")
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,53 @@
 """The configuration dataclasses of Ray Tune: TuneConfig, RunConfig, CheckpointConfig, FailureConfig.
 
 Field names, order and defaults follow Ray 2.60 exactly (see shared/reference); validation
-happens here, at construction, so a bad value fails before any trial starts.
+happens here, at construction, so a bad value fails before any trial starts. The few Ray
+fields tunelib does not honour are accepted (Ray code runs unchanged) but warn when set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional, Union
 
 from tunelib._validation import check_class_keywords
 
 _DEPRECATED = "DEPRECATED"
+_DEPRECATED_IN_RAY = "deprecated in Ray, and tunelib has no such behaviour"
+
+
+def _caller_stacklevel() -> int:
+    """The ``warnings.warn`` stacklevel, seen from our caller, of the first frame outside
+    tunelib: the user's line, whether the config was built there, in ``tune.run(...)`` or by
+    ``Tuner.fit()`` of a restored experiment (through ``dataclasses.replace``)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and (frame.f_globals.get("__name__", "").startswith("tunelib.")
+                                 or frame.f_globals.get("__name__") == "dataclasses"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    # `is` first: `==` on an arbitrary user object may be ambiguous (arrays) or raise
+    return value is default or (type(value) is type(default) and value == default)
+
+
+def _warn_ignored_fields(config: Any, reasons: Mapping[str, str]) -> None:
+    """One warning for each field of ``reasons`` that ``config`` sets: it is ignored.
+
+    Example: ``RunConfig(sync_config=tune.SyncConfig())`` warns "RunConfig(sync_config=...)
+    is ignored by tunelib: ...".
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    owner = type(config).__name__
+    for name, reason in reasons.items():
+        if not _is_default(getattr(config, name), defaults[name]):
+            warnings.warn(f"{owner}({name}=...) is ignored by tunelib: {reason}. Remove it to "
+                          "silence this warning.", UserWarning, stacklevel=_caller_stacklevel())
 
 
 def _check_mode(mode: Optional[str], name: str = "mode") -> None:
@@ -55,7 +90,13 @@ class CheckpointConfig:
     _checkpoint_keep_all_ranks: Optional[bool] = _DEPRECATED
     _checkpoint_upload_from_workers: Optional[bool] = _DEPRECATED
 
+    _IGNORED = {
+        "_checkpoint_keep_all_ranks": _DEPRECATED_IN_RAY,
+        "_checkpoint_upload_from_workers": _DEPRECATED_IN_RAY,
+    }
+
     def __post_init__(self):
+        _warn_ignored_fields(self, self._IGNORED)
         if self.num_to_keep is not None and (
             not isinstance(self.num_to_keep, int) or self.num_to_keep <= 0
         ):
@@ -124,7 +165,17 @@ class RunConfig:
     # ``create_executor(spec, num_workers, payload) -> Executor``.
     executor: Any = None
 
+    # Ray fields the engine does not honour, and why
+    _IGNORED = {
+        "sync_config": "results and checkpoints are written straight to `storage_path`, so "
+                       "there is nothing to sync (and files a trial writes in its working "
+                       "directory are not uploaded)",
+        "progress_reporter": "progress is printed by tunelib's own reporter (`verbose=0` "
+                             "silences it)",
+    }
+
     def __post_init__(self):
+        _warn_ignored_fields(self, self._IGNORED)
         if self.executor is not None and not hasattr(self.executor, "create_executor"):
             raise TypeError(
                 "`executor` must be None (local worker processes) or an executor config such "
@@ -180,7 +231,12 @@ class TuneConfig:
     trial_dirname_creator: Optional[Callable[[Any], str]] = None
     chdir_to_trial_dir: bool = _DEPRECATED
 
+    _IGNORED = {"chdir_to_trial_dir": "deprecated in Ray; the environment variable "
+                                      "RAY_CHDIR_TO_TRIAL_DIR=0 keeps trials in the "
+                                      "driver's directory"}
+
     def __post_init__(self):
+        _warn_ignored_fields(self, self._IGNORED)
         _check_mode(self.mode)
         if self.metric is not None and not isinstance(self.metric, str):
             raise TypeError(f"`metric` must be a string, got {self.metric!r}.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any, Dict, Optional
 
 import cloudpickle
@@ -90,20 +91,32 @@ class Tuner:
         return self._results
 
     def _write_tuner_file(self, run_config: RunConfig, experiment_path: str) -> None:
-        """What ``Tuner.restore`` needs: the param space and configs (not the trainable)."""
+        """What ``Tuner.restore`` needs: the param space and configs (not the trainable).
+
+        The experiment itself has finished by now, so a failure (configs holding objects
+        cloudpickle cannot pickle, storage refusing the write) warns instead of raising.
+        """
         from tunelib import storage
         from tunelib.runner import storage_root
 
+        target = shown = storage.join(experiment_path, _TUNER_FILE)
         try:
+            fs, _ = storage_root(run_config)  # the experiment's filesystem (s3://, memory://)
+            shown = storage.fs_uri(fs, target)  # as the user wrote it: s3://bucket/...
             data = cloudpickle.dumps({
                 "param_space": self._param_space,
                 "tune_config": self._tune_config,
                 "run_config": self._run_config,
             })
-            fs, _ = storage_root(run_config)  # the experiment's filesystem (s3://, memory://)
-            storage.write_bytes(fs, storage.join(experiment_path, _TUNER_FILE), data)
-        except Exception:  # configs holding unpicklable objects: restore will need them passed
-            pass
+            storage.write_bytes(fs, target, data)
+        except Exception as exc:
+            warnings.warn(
+                f"Could not write {shown!r} ({type(exc).__name__}: {exc}). The results are "
+                "complete, but Tuner.restore() of this experiment will not know its "
+                "param_space (pass it again) and will use default TuneConfig/RunConfig values.",
+                RuntimeWarning,
+                stacklevel=3,  # _write_tuner_file <- fit <- the user's call
+            )
 
     def get_results(self):
         """The ``ResultGrid`` of the last ``fit()``, or of the experiment this Tuner was
