@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tunelib import _layout
 from tunelib import trial as T
@@ -68,6 +68,9 @@ class ExperimentSpec:
     trial_dirname_creator: Optional[Callable] = None
     verbose: int = 1
     session_str: str = field(default_factory=_layout.session_str)
+    # (stdout file, stderr file) each trial writes in its working dir (RunConfig.log_to_file)
+    log_to_file: Tuple[Optional[str], Optional[str]] = (None, None)
+    export_formats: List[str] = field(default_factory=list)  # tune.run(export_formats)
 
 
 class Controller:
@@ -337,6 +340,8 @@ class Controller:
             write_params=attempt == 0 or exploit is not None,
             reuse_actor=spec.reuse_actors,
             storage_filesystem=spec.storage_filesystem,
+            log_to_file=spec.log_to_file,
+            export_formats=list(spec.export_formats),
         ))
         # attempts of an earlier run of the experiment were recorded by that run
         first_here = trial.trial_id not in self._started_here

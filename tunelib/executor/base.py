@@ -38,6 +38,9 @@ class TrialSpec:
     write_params: bool = True      # first attempt writes params.json / params.pkl
     reuse_actor: bool = False
     storage_filesystem: Any = None  # the user's pyarrow filesystem, when given
+    # RunConfig(log_to_file): (stdout file, stderr file) in the trial's working dir, or None
+    log_to_file: Tuple[Optional[str], Optional[str]] = (None, None)
+    export_formats: List[str] = field(default_factory=list)  # tune.run(export_formats)
 
 
 class EventKind(StrEnum):

@@ -24,6 +24,7 @@ from tunelib._trial_writer import (
     LocalBackend,
     TrialWriter,
 )
+from tunelib.executor import _trial_dir
 from tunelib.executor._messages import (
     AttemptEnded,
     AttemptFailed,
@@ -125,12 +126,19 @@ class _Worker:
 
     def _drop_actor(self) -> None:
         if self.actor is not None:
-            try:
-                self.actor.stop()
-            except Exception:
-                traceback.print_exc()
+            _stop_quietly(self.actor)
         self.actor = None
         self.actor_key = None
+
+    def _working_dir(self, spec: TrialSpec) -> str:
+        """The attempt's working directory: the trial's directory when storage is the local
+        disk, else a local staging directory (see ``tunelib.executor._trial_dir``)."""
+        if not self.process_local_storage:
+            from tunelib import storage
+
+            if storage.is_local(self._fs(spec)):
+                return os.path.abspath(spec.trial_path)
+        return _trial_dir.staging_dir(spec.experiment_name, spec.trial_dirname)
 
     def run(self, spec: TrialSpec) -> None:
         writer = None
@@ -148,10 +156,13 @@ class _Worker:
                 raise trainable.error
             from tunelib.trainable import Trainable
 
-            if isinstance(trainable, type) and issubclass(trainable, Trainable):
-                outcome = self._run_class(spec, session, trainable)
-            else:
-                outcome = self._run_function(session, trainable)
+            working_dir = self._working_dir(spec)
+            with (_trial_dir.in_working_dir(working_dir),
+                  _trial_dir.output_to_files(working_dir, *spec.log_to_file)):
+                if isinstance(trainable, type) and issubclass(trainable, Trainable):
+                    outcome = self._run_class(spec, session, trainable, working_dir)
+                else:
+                    outcome = self._run_function(session, trainable)
             writer.close()
             self.conn.send(outcome)
         except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: just go
@@ -183,17 +194,42 @@ class _Worker:
             )
         return AttemptEnded()
 
-    def _run_class(self, spec: TrialSpec, session, cls) -> AttemptEnded:
+    def _run_class(self, spec: TrialSpec, session, cls, working_dir: str) -> AttemptEnded:
+        from tunelib.trainable import _TrialStorage
+
+        storage = _TrialStorage(spec.trial_path, working_dir)
         actor = None
         if spec.reuse_actor and self.actor is not None and self.actor_key == spec.trainable_key:
-            if self.actor.reset(spec.config):
+            if self.actor.reset(spec.config, storage=storage):
                 actor = self.actor
         if actor is None:
             self._drop_actor()
-            actor = cls(spec.config)
+            actor = cls(spec.config, storage=storage)
+        try:
+            outcome = self._train(spec, session, actor)
+        except BaseException:
+            # Ray stops a failed trial's instance (its cleanup() runs) before the retry;
+            # a kept one is stopped by run()
+            if actor is not self.actor:
+                _stop_quietly(actor)
+            raise
+        if spec.reuse_actor:
+            self.actor, self.actor_key = actor, spec.trainable_key
+        else:
+            actor.stop()
+        return outcome
+
+    def _train(self, spec: TrialSpec, session, actor) -> AttemptEnded:
+        """Restore ``actor`` if resuming, then train it until the driver stops or pauses
+        it or a result is done; checkpoints and exports as Ray does."""
+        from tunelib.checkpoint import Checkpoint
+        from tunelib.trainable import _TrainingResult
+
         if spec.restore_checkpoint:
+            progress = {"training_iteration": spec.start_iteration,
+                        "time_total_s": spec.start_time_total}
             with session.latest_checkpoint.as_directory() as local:
-                actor.restore(local)
+                actor.restore(_TrainingResult(Checkpoint.from_directory(local), progress))
         cfg = spec.checkpoint_config
         freq = getattr(cfg, "checkpoint_frequency", 0) or 0
         at_end = bool(getattr(cfg, "checkpoint_at_end", False))
@@ -203,7 +239,6 @@ class _Worker:
                 actor.save(d)
                 return session.persist_checkpoint(d, result)
 
-        outcome = AttemptEnded()
         while True:
             result = actor.train()
             record = None
@@ -219,15 +254,22 @@ class _Worker:
                 continue
             if decision == Decision.PAUSE:
                 # a checkpoint of this very result was just persisted, or one is taken now
-                outcome = AttemptEnded(paused=True, checkpoint=None if record else save(result))
-            elif at_end and record is None:
-                outcome = AttemptEnded(checkpoint=save(result))
+                return AttemptEnded(paused=True, checkpoint=None if record else save(result))
             break
-        if spec.reuse_actor:
-            self.actor, self.actor_key = actor, spec.trainable_key
-        else:
-            actor.stop()
-        return outcome
+        # the trial ends: Ray checkpoints at the end, then exports the model
+        checkpoint = save(result) if at_end and record is None else None
+        if spec.export_formats:
+            actor.export_model(spec.export_formats)
+        return AttemptEnded(checkpoint=checkpoint)
+
+
+def _stop_quietly(actor) -> None:
+    """Stop a trainable that is being let go (its trial failed, or another trial needs
+    the worker): an error in its cleanup() is printed, not raised over the trial's."""
+    try:
+        actor.stop()
+    except Exception:
+        traceback.print_exc()
 
 
 class _Unloadable:
@@ -297,10 +339,11 @@ def main() -> None:
     # a driver killed with SIGKILL cannot stop us; a trainable busy in a long step would
     # only notice at its next report
     exit_with_parent(os.getppid())
-    # Let user code import modules that sit next to the driver's script.
+    # Let user code import modules that sit next to the driver's script; absolute, as
+    # trials run in their own working directories
     for path in os.environ.get("TUNELIB_WORKER_SYS_PATH", "").split(os.pathsep):
-        if path and path not in sys.path:
-            sys.path.append(path)
+        if path and os.path.abspath(path) not in sys.path:
+            sys.path.append(os.path.abspath(path))
     _Worker(conn, process_local).serve()
 
 
