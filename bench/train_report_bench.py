@@ -68,10 +68,20 @@ def main() -> None:
     ideal = args.rounds * args.sleep
     out = {"engine": args.engine, "workers": args.workers, "rounds": args.rounds,
            "sleep_s": args.sleep, "fit_s": round(fit_s, 2)}
-    loop_s = result.metrics.get("loop_s")
+    # Train V2 semantics (both engines): metrics are those of the last checkpoint; this loop
+    # reports none, so the trial dir's full history is read instead where the engine has one
+    loop_s = (result.metrics or {}).get("loop_s")
     if loop_s is not None:
         out["worker_overhead_ms_per_round"] = round((loop_s - ideal) / args.rounds * 1e3, 3)
     df = result.metrics_dataframe
+    if args.engine == "tunelib":
+        from tunelib.tune import Result as TuneResult
+
+        df = TuneResult.from_path(result.path).metrics_dataframe
+        loop_s = df["loop_s"].dropna().iloc[-1] if "loop_s" in df else loop_s
+        if loop_s is not None:
+            out["worker_overhead_ms_per_round"] = round(
+                (loop_s - ideal) / args.rounds * 1e3, 3)
     if df is not None and "time_total_s" in df and len(df) > 1:
         span = df["time_total_s"].iloc[-1] - df["time_total_s"].iloc[0]
         out["recorded_overhead_ms_per_round"] = round(

@@ -133,7 +133,7 @@ def main() -> None:
     result = make_trainer(epochs=args.epochs, fail_at_epoch=args.fail_at_epoch,
                           failure_marker=marker, storage_path=args.storage_path).fit()
     df = result.metrics_dataframe
-    print(df[["training_iteration", "epoch", "loss", "accuracy"]].to_string(index=False))
+    print(df[["epoch", "loss", "accuracy"]].to_string(index=False))
     print(f"final accuracy {result.metrics['accuracy']:.3f}; checkpoint {result.checkpoint}")
     print(f"results in {result.path}")
 

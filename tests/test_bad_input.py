@@ -90,9 +90,12 @@ def test_gpu_requested_without_gpu(storage_dir, monkeypatch):
                  verbose=0)
 
 
-def test_report_outside_a_trial():
-    with pytest.raises(RuntimeError, match="`report` was called outside of a trial"):
-        tune.report({"x": 1})
+def test_report_outside_a_trial_warns_and_returns_as_ray_does():
+    """Ray 2.60: tune.report / tune.get_checkpoint outside a trial warn once ("... is meant
+    to only be called inside a function that is executed by a Tuner or Trainer") and return
+    None."""
+    with pytest.warns(UserWarning, match="`report` is meant to only be called inside"):
+        assert tune.report({"x": 1}) is None
     assert tune.get_checkpoint() is None
 
 

@@ -2,6 +2,7 @@
 protocol (rounds, mismatches, dead workers, stops), Tuner(trainer), and bad input."""
 
 import os
+import tempfile
 import threading
 import time
 
@@ -20,7 +21,8 @@ def _trainer(fn, storage_dir, config=None, num_workers=2, **run):
 
 
 def rank_reporting_loop(config):
-    """Each rank reports its own rank for `rounds` rounds and leaves a file naming itself."""
+    """Each rank reports its own rank (with a checkpoint: Ray Train keeps only metrics
+    reported with one) for `rounds` rounds and leaves a file naming itself."""
     ctx = train.get_context()
     rank = ctx.get_world_rank()
     name = (f"rank{rank}_ws{ctx.get_world_size()}_local{ctx.get_local_rank()}"
@@ -28,8 +30,10 @@ def rank_reporting_loop(config):
             f"_env{os.environ['RANK']}{os.environ['WORLD_SIZE']}")
     open(os.path.join(config["out"], name), "w").write(ctx.get_trial_id())
     for i in range(config["rounds"]):
-        train.report({"round": i + 1, "rank": rank, "trial_name": ctx.get_trial_name(),
-                      "experiment": ctx.get_experiment_name()})
+        with tempfile.TemporaryDirectory() as d:
+            train.report({"round": i + 1, "rank": rank, "trial_name": ctx.get_trial_name(),
+                          "experiment": ctx.get_experiment_name()},
+                         checkpoint=train.Checkpoint.from_directory(d))
 
 
 @pytest.mark.slow
@@ -39,13 +43,14 @@ def test_every_rank_reports_once_per_round_and_rank0_metrics_win(storage_dir, tm
     out.mkdir()
     result = _trainer(rank_reporting_loop, storage_dir, {"rounds": 4, "out": str(out)}).fit()
     assert result.error is None
-    assert result.metrics["training_iteration"] == 4 and result.metrics["round"] == 4
+    assert result.metrics["round"] == 4
     df = result.metrics_dataframe
     assert list(df["round"]) == [1, 2, 3, 4]
     assert set(df["rank"]) == {0}
+    assert result.checkpoint.path.endswith("checkpoint_000003")
     marks = sorted(os.listdir(out))
     assert marks == ["rank0_ws2_local0_lws2_node0_env02", "rank1_ws2_local1_lws2_node0_env12"]
-    trial_id = result.metrics["trial_id"]
+    trial_id = open(out / marks[0]).read()
     assert all(open(out / m).read() == trial_id for m in marks)
     assert result.metrics["trial_name"].startswith("DataParallelTrainer_")
     assert result.metrics["experiment"] == os.path.basename(os.path.dirname(result.path))
@@ -121,7 +126,8 @@ def endless_loop(config):
     i = 0
     while True:
         i += 1
-        train.report({"i": i})
+        with tempfile.TemporaryDirectory() as d:
+            train.report({"i": i}, checkpoint=train.Checkpoint.from_directory(d))
 
 
 @pytest.mark.slow
@@ -129,7 +135,7 @@ def endless_loop(config):
 def test_a_stop_condition_ends_every_worker(storage_dir):
     result = _trainer(endless_loop, storage_dir, stop={"training_iteration": 3}).fit()
     assert result.error is None
-    assert result.metrics["training_iteration"] == 3
+    assert result.metrics == {"i": 3}
     assert len(result.metrics_dataframe) == 3
 
 
@@ -203,6 +209,7 @@ def test_misspelled_scaling_config_argument_names_the_right_one():
         ScalingConfig(num_worker=2)
 
 
-def test_context_outside_a_trainer_is_a_world_of_one():
-    ctx = train.get_context()
-    assert (ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank()) == (0, 1, 0)
+def test_context_outside_a_trainer_raises_as_in_ray():
+    with pytest.raises(RuntimeError, match="`get_context` cannot be used outside of a Ray "
+                                           "Train training function"):
+        train.get_context()

@@ -2,8 +2,10 @@
 its rank-0 checkpoint restores the model, an injected failure resumes from the last
 checkpoint, the process group is set up before the user's function, Tuner(TorchTrainer)."""
 
+import math
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -30,14 +32,25 @@ def _accuracy_of(checkpoint) -> float:
         return (model(x_test).argmax(dim=1) == y_test).float().mean().item()
 
 
+def _every_report(result):
+    """Every report of the run: the trial dir keeps them all (Tune's layout), while Ray
+    Train's Result holds only those reported with a kept checkpoint."""
+    return tune.Result.from_path(result.path).metrics_dataframe
+
+
 def test_digits_loss_goes_down_accuracy_up_and_checkpoint_restores_the_model(storage_dir):
     result = digits.make_trainer(epochs=4, storage_path=storage_dir).fit()
+    # Ray Train: one row per kept checkpoint (the example keeps 2), rank 0's metrics as
+    # reported, none of Tune's automatic fields
     df = result.metrics_dataframe
-    assert list(df["training_iteration"]) == [1, 2, 3, 4]
-    assert list(df["epoch"]) == [1, 2, 3, 4]
-    assert set(df["rank"]) == {0}                      # rank 0's metrics
-    assert df["loss"].iloc[-1] < df["loss"].iloc[0] / 2
-    assert df["accuracy"].iloc[-1] > df["accuracy"].iloc[0]
+    assert list(df["epoch"]) == [3, 4]
+    assert set(df["rank"]) == {0}
+    assert set(result.metrics) == {"epoch", "loss", "test_loss", "accuracy", "rank"}
+    assert result.metrics["loss"] < math.log(10) / 2   # 10-class cross-entropy starts at ln 10
+    history = _every_report(result)
+    assert list(history["epoch"]) == [1, 2, 3, 4]
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0] / 2
+    assert history["accuracy"].iloc[-1] > history["accuracy"].iloc[0]
     assert result.metrics["accuracy"] > 0.85
     # the checkpoint rank 0 reported holds the weights that scored that accuracy
     assert result.checkpoint.path.endswith("checkpoint_000003")
@@ -46,7 +59,7 @@ def test_digits_loss_goes_down_accuracy_up_and_checkpoint_restores_the_model(sto
     experiment_dir = os.path.basename(os.path.dirname(result.path))
     assert experiment_dir.startswith("TorchTrainer_")
     assert os.path.basename(result.path).startswith(
-        f"TorchTrainer_{result.metrics['trial_id']}_0_")
+        f"TorchTrainer_{history['trial_id'].iloc[-1]}_0_")
 
 
 def test_injected_failure_resumes_from_the_latest_checkpoint(storage_dir, tmp_path):
@@ -55,7 +68,10 @@ def test_injected_failure_resumes_from_the_latest_checkpoint(storage_dir, tmp_pa
                                  storage_path=storage_dir, max_failures=1).fit()
     assert os.path.exists(marker)                      # the failure did happen
     assert result.error is None
-    df = result.metrics_dataframe
+    assert list(result.metrics_dataframe["epoch"]) == [4, 5]   # the 2 kept checkpoints
+    # 5 checkpoints in all: the failed epoch resumed from the last one, not from scratch
+    assert result.checkpoint.path.endswith("checkpoint_000004")
+    df = _every_report(result)
     assert list(df["training_iteration"]) == [1, 2, 3, 4, 5]
     assert list(df["epoch"]) == [1, 2, 3, 4, 5]        # epoch 3 resumed, not restarted
     # one restart, from the checkpoint of the last round every rank completed: round 2,
@@ -78,12 +94,13 @@ def process_group_loop():
 
     t = torch.tensor([float(dist.get_rank() + 1)])
     dist.all_reduce(t)
-    train.report({
-        "initialized": dist.is_initialized(), "backend": dist.get_backend(),
-        "world_size": dist.get_world_size(), "sum_of_ranks_plus_one": t.item(),
-        "master": os.environ["MASTER_ADDR"] + ":" + os.environ["MASTER_PORT"],
-        "device": str(digits.get_device()),
-    })
+    with tempfile.TemporaryDirectory() as d:   # Ray Train's Result keeps checkpointed metrics
+        train.report({
+            "initialized": dist.is_initialized(), "backend": dist.get_backend(),
+            "world_size": dist.get_world_size(), "sum_of_ranks_plus_one": t.item(),
+            "master": os.environ["MASTER_ADDR"] + ":" + os.environ["MASTER_PORT"],
+            "device": str(digits.get_device()),
+        }, checkpoint=train.Checkpoint.from_directory(d))
 
 
 def test_process_group_is_ready_before_the_train_function_starts(storage_dir):

@@ -210,17 +210,38 @@ def report(metrics: Dict[str, Any], *, checkpoint=None, **ignored) -> None:
     """
     if ignored:
         warn_ignored_keywords("report", ignored)
-    session = _require_session("report")
+    session = _current()
+    if session is None:  # Ray warns once and returns (a script run without Tune)
+        _warn_outside_once("report", None)
+        return
     decision = session.report(metrics, checkpoint)
     if decision != CONTINUE:
         raise TrialInterrupted(decision)
 
 
+_warned_outside: set = set()
+
+
 def get_checkpoint():
     """The checkpoint to resume from: None on a fresh start; the trial's latest persisted
-    checkpoint after a retry, a pause, or once the trial has reported one."""
+    checkpoint after a retry, a pause, or once the trial has reported one.
+
+    Outside a trial it returns None and warns once, as Ray Tune's does."""
     session = _current()
-    return None if session is None else session.latest_checkpoint
+    if session is None:
+        _warn_outside_once("get_checkpoint", None)
+        return None
+    return session.latest_checkpoint
+
+
+def _warn_outside_once(api: str, returned: Any) -> None:
+    """Ray Tune's warning (``_warn_session_misuse``) for an API called outside a trial."""
+    import warnings
+
+    if api not in _warned_outside:
+        _warned_outside.add(api)
+        warnings.warn(f"`{api}` is meant to only be called inside a function that is executed "
+                      f"by a Tuner or Trainer. Returning `{returned}`.", UserWarning, stacklevel=3)
 
 
 class TuneContext:

@@ -2,7 +2,9 @@
 
 ``train.report`` / ``train.get_checkpoint`` / ``train.get_context`` work inside a Tune
 trial and inside each worker of a trainer (``DataParallelTrainer``,
-``train.torch.TorchTrainer``), where ``get_context()`` gives the worker's ranks.
+``train.torch.TorchTrainer``), where ``get_context()`` gives the worker's ranks; elsewhere
+they raise RuntimeError, as Ray Train's do. ``fit()``
+returns Ray Train's ``Result``: the latest checkpoint and the metrics reported with it.
 
 Example::
 
@@ -19,10 +21,15 @@ Example::
 
 from tunelib.checkpoint import Checkpoint
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig
-from tunelib.result import Result
-from tunelib.session import get_checkpoint, report
 from tunelib.train._config import ScalingConfig, TrainingFailedError, WorkerGroupError
-from tunelib.train._context import TrainContext, get_context, get_dataset_shard
+from tunelib.train._context import (
+    TrainContext,
+    get_checkpoint,
+    get_context,
+    get_dataset_shard,
+    report,
+)
+from tunelib.train._result import Result
 from tunelib.train.trainer import DataParallelTrainer
 
 

@@ -6,7 +6,9 @@ processes as ``python -m tunelib.train._rank_main`` (never multiprocessing's spa
 re-runs an unguarded user script), which connect back over a Unix socket. Each rank's
 ``train.report()`` is sent to the coordinator and answered at once (report is not a
 barrier); when every rank has reported round k, the coordinator records round k once in
-the trial's session (rank 0's metrics, the checkpoint of the lowest rank that gave one).
+the trial's session: rank 0's metrics, and one checkpoint merging the directories of every
+rank that gave one (as Ray Train does; a file that several ranks wrote is the lowest
+rank's).
 A rank that raises or dies, or ranks whose report counts cannot match, fail the whole
 group promptly: the others are terminated and the trial fails (and is retried from its
 latest checkpoint when ``FailureConfig(max_failures)`` allows).
@@ -123,8 +125,7 @@ class _Round:
 
     def __init__(self):
         self.ranks: Dict[int, Dict[str, Any]] = {}
-        self.checkpoint_rank: Optional[int] = None
-        self.checkpoint_dir: Optional[str] = None
+        self.checkpoint_dirs: Dict[int, str] = {}   # rank -> its staged checkpoint copy
         self.started = time.monotonic()
 
 
@@ -316,14 +317,11 @@ class WorkerGroup:
             return
         rnd = self.rounds.setdefault(index, _Round())
         rnd.ranks[rank.rank] = metrics
-        if checkpoint is not None and (rnd.checkpoint_rank is None
-                                       or rank.rank < rnd.checkpoint_rank):
+        if checkpoint is not None:
             # Copy it before answering: the rank may delete its directory once report returns.
             staged = os.path.join(self._tmp, f"round_{index}_rank_{rank.rank}")
             checkpoint.to_directory(staged)
-            if rnd.checkpoint_dir:
-                shutil.rmtree(rnd.checkpoint_dir, ignore_errors=True)
-            rnd.checkpoint_rank, rnd.checkpoint_dir = rank.rank, staged
+            rnd.checkpoint_dirs[rank.rank] = staged
         rank.conn.send(_session.CONTINUE)
         while (self.recorded + 1) in self.rounds and len(
                 self.rounds[self.recorded + 1].ranks) == len(self.ranks):
@@ -335,12 +333,13 @@ class WorkerGroup:
         from tunelib.checkpoint import Checkpoint
 
         rnd = self.rounds.pop(index)
-        ckpt = Checkpoint.from_directory(rnd.checkpoint_dir) if rnd.checkpoint_dir else None
+        merged = merge_rank_checkpoints(rnd.checkpoint_dirs)
+        ckpt = Checkpoint.from_directory(merged) if merged else None
         try:
             self.decision = self.session.report(rnd.ranks[0], ckpt)
         finally:
-            if rnd.checkpoint_dir:
-                shutil.rmtree(rnd.checkpoint_dir, ignore_errors=True)
+            for staged in rnd.checkpoint_dirs.values():
+                shutil.rmtree(staged, ignore_errors=True)
         self.recorded = index
 
     def _check_counts(self) -> None:
@@ -364,6 +363,26 @@ class WorkerGroup:
                     f"{sorted(pending.ranks)} reporting it ({_counts(counts)}). Every worker "
                     f"must call train.report() the same number of times (timeout: "
                     f"{REPORT_TIMEOUT_ENV}).", missing[0] if missing else None)
+
+
+def merge_rank_checkpoints(dirs: Dict[int, str]) -> Optional[str]:
+    """One checkpoint directory from the ranks' ``{rank: dir}``: the lowest rank's, with
+    every file of the other ranks that it lacks moved in (a file several ranks wrote is
+    the lowest rank's). None when no rank gave a checkpoint."""
+    if not dirs:
+        return None
+    ranks = sorted(dirs)
+    merged = dirs[ranks[0]]
+    for rank in ranks[1:]:
+        src = dirs[rank]
+        for root, _, files in os.walk(src):
+            target_dir = os.path.join(merged, os.path.relpath(root, src))
+            os.makedirs(target_dir, exist_ok=True)
+            for name in files:
+                target = os.path.join(target_dir, name)
+                if not os.path.lexists(target):
+                    shutil.move(os.path.join(root, name), target)
+    return merged
 
 
 def _counts(counts: Dict[int, int]) -> str:

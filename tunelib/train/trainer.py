@@ -2,8 +2,9 @@
 trial (Ray Train's trainer API).
 
 ``fit()`` runs the trainer as an experiment of one trial (one Prefect flow run, one
-iteration task run per reporting round) and returns that trial's ``Result``;
-``Tuner(trainer, param_space={"train_loop_config": {...}})`` runs one trainer per trial.
+iteration task run per reporting round) and returns Ray Train's ``Result`` of it (the
+checkpoints and the metrics reported with them); ``Tuner(trainer, param_space=
+{"train_loop_config": {...}})`` runs one trainer per trial, each with Tune's Result.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import sys
 from typing import Any, Callable, Dict, Optional
 
 from tunelib.config import RunConfig
-from tunelib.result import Result
 from tunelib.train._config import ScalingConfig, TrainingFailedError
+from tunelib.train._result import Result, from_trial_dir
 from tunelib.train._worker_group import (
     DEFAULT_REPORT_TIMEOUT_S,
     REPORT_TIMEOUT_ENV,
@@ -64,9 +65,10 @@ class DataParallelTrainer:
     """Run ``train_loop_per_worker`` on ``scaling_config.num_workers`` worker processes.
 
     Each worker calls ``train.report(metrics, checkpoint=...)`` once per round; a round
-    is recorded once all workers reported it (metrics of rank 0, the checkpoint of the
-    lowest rank that gave one). ``train.get_checkpoint()`` gives every worker the
+    is recorded once all workers reported it (metrics of rank 0, one checkpoint merging
+    the directories every rank gave). ``train.get_checkpoint()`` gives every worker the
     checkpoint to resume from after a failure (``FailureConfig(max_failures)``).
+    ``fit()`` returns the latest checkpoint and the metrics reported with it.
 
     Example::
 
@@ -149,7 +151,9 @@ class DataParallelTrainer:
         return _TrainerTrainable(type(self).__name__, self, timeout)
 
     def fit(self) -> Result:
-        """Run the training to completion; returns its ``Result``.
+        """Run the training to completion; returns its ``Result``, Ray Train's view of it:
+        ``metrics`` are those reported with the latest checkpoint, ``metrics_dataframe``
+        has one row per kept checkpoint (reports without a checkpoint are left out).
 
         Raises:
             TrainingFailedError: the run failed (after ``FailureConfig.max_failures``
@@ -162,16 +166,16 @@ class DataParallelTrainer:
         param_space = {"train_loop_config": self.train_loop_config} if self.train_loop_config else {}
         analysis = run_experiment(self, param_space=param_space, tune_config=TuneConfig(),
                                   run_config=self.run_config)
-        result = ResultGrid(analysis)[0]
-        if result.error is not None:
-            error = result.error
+        trial = ResultGrid(analysis)[0]
+        if trial.error is not None:
+            error = trial.error
             if isinstance(error, TrainingFailedError):
                 raise error
             raise TrainingFailedError(
                 f"Training failed: {type(error).__name__}: {error}. The trial's error.txt in "
-                f"{result.path} has the traceback."
+                f"{trial.path} has the traceback."
             ) from error
-        return result
+        return from_trial_dir(trial.filesystem, trial.path, self.run_config.checkpoint_config)
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} scaling_config={self.scaling_config!r} "

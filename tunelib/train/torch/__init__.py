@@ -20,15 +20,20 @@ Example::
 
 from __future__ import annotations
 
+import os
+import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Union
 
+from tunelib.checkpoint import Checkpoint
 from tunelib.train._context import get_context
 from tunelib.train.trainer import DataParallelTrainer
 
 __all__ = [
-    "TorchConfig", "TorchTrainer", "get_device", "get_devices", "prepare_model",
-    "prepare_data_loader", "prepare_optimizer", "backward", "enable_reproducibility",
+    "TorchConfig", "TorchTrainer", "TorchCheckpoint", "get_device", "get_devices",
+    "prepare_model", "prepare_data_loader", "prepare_optimizer", "backward",
+    "enable_reproducibility",
 ]
 
 
@@ -228,3 +233,99 @@ def enable_reproducibility(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.use_deterministic_algorithms(True)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class TorchCheckpoint(Checkpoint):
+    """A Checkpoint holding a torch model or its state dict in ``model.pt`` (Ray's
+    ``ray.train.torch.TorchCheckpoint``; deprecated there, and it warns here too: use
+    ``train.Checkpoint`` directly).
+
+    Example::
+
+        checkpoint = TorchCheckpoint.from_state_dict(model.state_dict())
+        model = checkpoint.get_model(create_model())   # the weights loaded into it
+    """
+
+    MODEL_FILENAME = "model.pt"
+
+    def __init__(self, *args, **kwargs):
+        warnings.warn(
+            "`TorchCheckpoint` is deprecated and will be removed in a future release. Use "
+            "`tunelib.train.Checkpoint` directly instead.", DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def _check_preprocessor(preprocessor) -> None:
+        if preprocessor is not None:
+            raise ValueError("`preprocessor` is not supported by tunelib (Ray Data "
+                             "preprocessors are not provided); pass preprocessor=None.")
+
+    @classmethod
+    def _from_model_file(cls, obj) -> "TorchCheckpoint":
+        import torch
+
+        tempdir = tempfile.mkdtemp(prefix="tunelib-torch-ckpt-")
+        torch.save(obj, os.path.join(tempdir, cls.MODEL_FILENAME))
+        return cls.from_directory(tempdir)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Dict[str, Any], *,
+                        preprocessor=None) -> "TorchCheckpoint":
+        """A checkpoint of a model's state dict (DistributedDataParallel's ``module.``
+        key prefix removed, so it loads into the plain model)."""
+        cls._check_preprocessor(preprocessor)
+        prefix = "module."
+        stripped = type(state_dict)(
+            (k[len(prefix):] if k.startswith(prefix) else k, v) for k, v in state_dict.items())
+        metadata = getattr(state_dict, "_metadata", None)
+        if metadata is not None:
+            stripped._metadata = type(metadata)(
+                (k[len(prefix):] if k.startswith(prefix) else k, v) for k, v in metadata.items())
+        return cls._from_model_file(stripped)
+
+    @classmethod
+    def from_model(cls, model, *, preprocessor=None) -> "TorchCheckpoint":
+        """A checkpoint of a whole ``torch.nn.Module`` (pickled: load only trusted ones;
+        Ray deprecates this in favour of ``from_state_dict``)."""
+        warnings.warn("`TorchCheckpoint.from_model()` is deprecated: it pickles the whole "
+                      "module. Use `TorchCheckpoint.from_state_dict()`.", DeprecationWarning,
+                      stacklevel=2)
+        cls._check_preprocessor(preprocessor)
+        return cls._from_model_file(model)
+
+    def get_model(self, model=None):
+        """The stored model: the saved module itself, or the state dict loaded into
+        ``model``. Unpickles ``model.pt``: the checkpoint must come from a trusted source.
+
+        Raises:
+            RuntimeError: the checkpoint has no ``model.pt``.
+            ValueError: it holds a state dict and no ``model`` was given.
+        """
+        import torch
+
+        with self.as_directory() as tempdir:
+            model_path = os.path.join(tempdir, self.MODEL_FILENAME)
+            if not os.path.exists(model_path):
+                raise RuntimeError(
+                    "`model.pt` not found within this checkpoint. Make sure you created this "
+                    "`TorchCheckpoint` from one of its public constructors (`from_state_dict` "
+                    "or `from_model`)."
+                )
+            saved = torch.load(model_path, map_location="cpu", weights_only=False)
+        if isinstance(saved, torch.nn.Module):
+            if model:
+                warnings.warn("TorchCheckpoint already contains all information needed. "
+                              "Discarding provided `model` argument.", stacklevel=2)
+            return saved
+        if isinstance(saved, dict):
+            if not model:
+                raise ValueError("Attempting to load torch model from a state_dict, but no "
+                                 "`model_definition` was provided.")
+            model.load_state_dict(saved)
+            return model
+        raise ValueError(f"Saved model is of type {type(saved)}. The model saved in the "
+                         "checkpoint is expected to be of type `torch.nn.Module`, or a model "
+                         "state dict of type dict.")
