@@ -1,12 +1,13 @@
 """Trial schedulers, as ``ray.tune.schedulers``: pure logic, results in, decisions out.
 
+This package (every submodule included) is also ``tunelib.tune.schedulers``, Ray's path.
+
 Example::
 
     from tunelib.tune.schedulers import ASHAScheduler   # or tunelib.schedulers
     scheduler = ASHAScheduler(metric="loss", mode="min", max_t=100)
 
-Not provided: ``HyperBandForBOHB``, ``PopulationBasedTrainingReplay``, ``PB2``,
-``ResourceChangingScheduler``.
+``PB2`` needs scikit-learn (``tunelib[pb2]``); it is imported when first used.
 """
 
 from __future__ import annotations
@@ -15,14 +16,35 @@ import inspect
 from typing import Any, Dict, Type
 
 from tunelib.schedulers.async_hyperband import ASHAScheduler, AsyncHyperBandScheduler
+from tunelib.schedulers.hb_bohb import HyperBandForBOHB
 from tunelib.schedulers.hyperband import HyperBandScheduler
 from tunelib.schedulers.median_stopping_rule import MedianStoppingRule
 from tunelib.schedulers.pbt import PopulationBasedTraining
+from tunelib.schedulers.pbt_replay import PopulationBasedTrainingReplay
+from tunelib.schedulers.resource_changing_scheduler import (
+    DistributeResources,
+    DistributeResourcesToTopJob,
+    ResourceChangingScheduler,
+)
 from tunelib.schedulers.trial_scheduler import (
     FIFOScheduler,
     SchedulerController,
     TrialScheduler,
 )
+
+
+def _pb2() -> Type[TrialScheduler]:
+    from tunelib.schedulers.pb2 import PB2
+
+    return PB2
+
+
+def __getattr__(name: str) -> Any:
+    # PB2 imports pandas and scikit-learn: only when asked for
+    if name == "PB2":
+        return _pb2()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SCHEDULER_IMPORT: Dict[str, Type[TrialScheduler]] = {
     "fifo": FIFOScheduler,
@@ -32,9 +54,12 @@ SCHEDULER_IMPORT: Dict[str, Type[TrialScheduler]] = {
     "medianstopping": MedianStoppingRule,
     "hyperband": HyperBandScheduler,
     "pbt": PopulationBasedTraining,
+    "hb_bohb": HyperBandForBOHB,
+    "pbt_replay": PopulationBasedTrainingReplay,
+    "resource_changing": ResourceChangingScheduler,
 }
-
-_NOT_PROVIDED = ("hb_bohb", "pbt_replay", "pb2", "resource_changing")
+# names whose class is imported on first use
+_LAZY_SCHEDULERS = {"pb2": _pb2}
 
 
 def create_scheduler(scheduler: str, **kwargs: Any) -> TrialScheduler:
@@ -45,13 +70,15 @@ def create_scheduler(scheduler: str, **kwargs: Any) -> TrialScheduler:
         scheduler = create_scheduler("async_hyperband", metric="loss", mode="min", max_t=10)
     """
     name = scheduler.lower()
-    if name not in SCHEDULER_IMPORT:
-        extra = " (not provided by tunelib)" if name in _NOT_PROVIDED else ""
+    if name in _LAZY_SCHEDULERS:
+        cls = _LAZY_SCHEDULERS[name]()
+    elif name in SCHEDULER_IMPORT:
+        cls = SCHEDULER_IMPORT[name]
+    else:
         raise ValueError(
-            f"The `scheduler` argument must be one of {list(SCHEDULER_IMPORT)}. "
-            f"Got: {scheduler!r}{extra}"
+            "The `scheduler` argument must be one of "
+            f"{list(SCHEDULER_IMPORT) + list(_LAZY_SCHEDULERS)}. Got: {scheduler!r}"
         )
-    cls = SCHEDULER_IMPORT[name]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     return cls(**{k: v for k, v in kwargs.items() if k in accepted})
 
@@ -64,6 +91,12 @@ __all__ = [
     "MedianStoppingRule",
     "FIFOScheduler",
     "PopulationBasedTraining",
+    "PopulationBasedTrainingReplay",
+    "PB2",
+    "HyperBandForBOHB",
+    "ResourceChangingScheduler",
+    "DistributeResources",
+    "DistributeResourcesToTopJob",
     "create_scheduler",
     "SchedulerController",
 ]

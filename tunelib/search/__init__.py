@@ -1,9 +1,11 @@
 """Search spaces and search algorithms: Ray's ``ray.tune.search``, engine-independent.
 
+This package (every submodule included) is also ``tunelib.tune.search``, Ray's path.
+
 Example::
 
+    from tunelib.tune.search.optuna import OptunaSearch   # or tunelib.search.optuna
     from tunelib.search import BasicVariantGenerator, ConcurrencyLimiter, as_search_algorithm
-    from tunelib.search.optuna import OptunaSearch
 
     alg = as_search_algorithm(ConcurrencyLimiter(OptunaSearch(), max_concurrent=4))
 """
@@ -60,20 +62,50 @@ def _import_hyperopt_search():
     return HyperOptSearch
 
 
+def _import_bayesopt_search():
+    from tunelib.search.bayesopt import BayesOptSearch
+
+    return BayesOptSearch
+
+
+def _import_bohb_search():
+    from tunelib.search.bohb import TuneBOHB
+
+    return TuneBOHB
+
+
+def _import_nevergrad_search():
+    from tunelib.search.nevergrad import NevergradSearch
+
+    return NevergradSearch
+
+
+def _import_zoopt_search():
+    from tunelib.search.zoopt import ZOOptSearch
+
+    return ZOOptSearch
+
+
 SEARCH_ALG_IMPORT = {
     "variant_generator": _import_variant_generator,
     "random": _import_variant_generator,
+    "bayesopt": _import_bayesopt_search,
+    "bohb": _import_bohb_search,
     "hyperopt": _import_hyperopt_search,
+    "nevergrad": _import_nevergrad_search,
     "optuna": _import_optuna_search,
+    "zoopt": _import_zoopt_search,
 }
-# Ray has these too; tunelib does not implement them (yet).
-_NOT_IMPLEMENTED = ("ax", "bayesopt", "bohb", "nevergrad", "zoopt", "hebo")
+# Ray has these too; tunelib does not implement them (yet): their libraries could not be
+# installed or tested here (tunelib.search.hebo / .ax raise when created).
+_NOT_IMPLEMENTED = ("ax", "hebo")
 
 
 def create_searcher(search_alg: str, **kwargs):
     """Instantiate a search algorithm from its name; kwargs it does not take are dropped.
 
-    Names: ``"variant_generator"``/``"random"``, ``"optuna"``, ``"hyperopt"``.
+    Names: ``"variant_generator"``/``"random"``, ``"optuna"``, ``"hyperopt"``,
+    ``"bayesopt"``, ``"bohb"``, ``"nevergrad"``, ``"zoopt"``.
 
     Example::
 
