@@ -1,10 +1,20 @@
 """``from tunelib import tune``: Ray Tune's public API, run by Prefect.
 
-Every name of ``ray.tune`` that an experiment script uses is here with Ray's signature;
-``tune.schedulers``, ``tune.search`` and ``tune.stopper`` are the sub-packages.
+Every name of ``ray.tune`` that an experiment script uses is here with Ray's signature,
+and Ray's module paths are too, so rewriting ``ray`` to ``tunelib`` in an import works::
+
+    from tunelib.tune.schedulers import ASHAScheduler      # is tunelib.schedulers
+    from tunelib.tune.search.optuna import OptunaSearch    # is tunelib.search.optuna
+    from tunelib.tune.stopper import TrialPlateauStopper
+    from tunelib.tune.experiment import Experiment, Trial
+    from tunelib.tune.utils import wait_for_gpu
+
+``tune.schedulers`` and ``tune.search`` (with every submodule) are the core packages
+themselves (see ``_aliases``); the other paths are thin modules here that re-export the
+engine's names.
 """
 
-from tunelib import schedulers, search, stopper
+from tunelib import schedulers, search
 from tunelib.analysis import ExperimentAnalysis
 from tunelib.checkpoint import Checkpoint
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
@@ -32,8 +42,14 @@ from tunelib.search.sample import (
 from tunelib.session import TuneContext, get_checkpoint, get_context, report
 from tunelib.stopper import Stopper
 from tunelib.trainable import Trainable
+from tunelib.tune import (
+    _aliases,  # noqa: F401 - installs Ray's paths to schedulers, search
+    stopper,
+)
 from tunelib.tune._wrappers import Callback, PlacementGroupFactory, with_parameters, with_resources
+from tunelib.tune.experiment import Experiment
 from tunelib.tune.run import run
+from tunelib.tune.tune import run_experiments
 from tunelib.tune.tuner import Tuner
 
 
@@ -65,5 +81,5 @@ __all__ = [
     "create_scheduler", "PlacementGroupFactory", "Tuner", "TuneConfig", "ResumeConfig",
     "RunConfig", "CheckpointConfig", "FailureConfig", "Result", "Checkpoint", "get_checkpoint",
     "report", "get_context", "TuneContext", "SyncConfig", "schedulers", "search", "stopper",
-    "PrefectWorkers",
+    "PrefectWorkers", "Experiment", "run_experiments",
 ]

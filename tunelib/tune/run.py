@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import logging
+import os
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from tunelib._validation import check_keywords
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from tunelib.error import TuneError
+
+logger = logging.getLogger("tunelib")
 
 
 def _checkpoint_config(checkpoint_config, keep_checkpoints_num, checkpoint_score_attr,
@@ -37,10 +41,10 @@ def _checkpoint_config(checkpoint_config, keep_checkpoints_num, checkpoint_score
 _RESUME_BASES = ("TRUE", "AUTO", "LOCAL", "REMOTE")
 
 
-def _resume_policy(resume, resume_config, run_config: RunConfig):
+def _resume_policy(resume, resume_config, run_config: RunConfig, fail_fast=False):
     """Ray's ``resume=`` values: True / "AUTO" / "LOCAL" / "REMOTE", optionally with
-    "+ERRORED", "+ERRORED_ONLY", "+RESTART_ERRORED" or "+RESTART_ERRORED_ONLY"; "AUTO"
-    starts afresh when there is nothing to resume."""
+    "+ERRORED", "+ERRORED_ONLY", "+RESTART_ERRORED" or "+RESTART_ERRORED_ONLY". With
+    nothing to resume, the experiment starts afresh (logged, unless "AUTO"), as in Ray."""
     from tunelib.resume import RESTART, RESUME, SKIP, ResumePolicy
 
     if resume in (None, False) and resume_config is None:
@@ -52,9 +56,17 @@ def _resume_policy(resume, resume_config, run_config: RunConfig):
             f"`resume` must be True, False, or one of {list(_RESUME_BASES)} optionally followed "
             f"by +ERRORED, +ERRORED_ONLY, +RESTART_ERRORED or +RESTART_ERRORED_ONLY; got {resume!r}."
         )
-    if not run_config.name:
-        raise ValueError("tune.run(resume=...) needs `name`: the experiment to continue.")
-    if base == "AUTO" and not _has_state(run_config):
+    if not run_config.name or not _has_state(run_config):
+        # Ray logs this and starts the experiment afresh (it raises only with fail_fast)
+        if base != "AUTO":
+            message = (
+                f"Tried to resume experiment {run_config.name!r}, but no experiment state "
+                "file of the form 'experiment_state-{}.json' was found. This is expected if "
+                "you are launching a new experiment."
+            )
+            if fail_fast:
+                raise ValueError(message)
+            logger.error(message + " Restarting experiment.")
         return None
     if resume_config is not None:
         return ResumePolicy(resume_config.finished, resume_config.unfinished,
@@ -73,6 +85,17 @@ def _has_state(run_config: RunConfig) -> bool:
         return _layout.find_experiment_state(fs, storage.join(root, run_config.name)) is not None
     except (ValueError, OSError):
         return False
+
+
+def _restore_path(restore) -> str:
+    """``tune.run(restore=...)``: a local checkpoint directory, made absolute as Ray does."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(restore)))
+    if not os.path.isdir(path):
+        raise ValueError(
+            f"`restore` must be a checkpoint directory on this machine, got {restore!r} "
+            f"({path} is not a directory). To continue an experiment, use `resume=True`."
+        )
+    return path
 
 
 @check_keywords
@@ -130,15 +153,25 @@ def run(
         )
         print(analysis.best_config)
 
+    ``run_or_experiment`` may also be an ``Experiment`` or a list (see
+    ``tunelib.tune.tune``); ``restore`` starts each trial from that checkpoint directory.
+
     Raises ``TuneError`` when a trial failed for good and ``raise_on_failed_trial`` is set.
     """
+    arguments = dict(locals())  # this call's arguments, first thing: nothing else is bound
     from tunelib.runner import run_experiment
+    from tunelib.tune.experiment import Experiment
 
+    if isinstance(run_or_experiment, (Experiment, list)):  # the legacy Experiment API
+        from tunelib.tune.tune import run_experiment_objects
+
+        return run_experiment_objects(arguments.pop("run_or_experiment"), arguments)
     if restore is not None:
-        raise NotImplementedError(
-            "`restore` (start one trial from a checkpoint path) is not supported; resume the "
-            "experiment with `resume=True` or tune.Tuner.restore(path, trainable).fit()."
-        )
+        restore = _restore_path(restore)
+    if isinstance(scheduler, str):  # Ray's names, e.g. "fifo", "async_hyperband"
+        from tunelib.schedulers import create_scheduler
+
+        scheduler = create_scheduler(scheduler)
     tune_config = TuneConfig(
         mode=mode,
         metric=metric,
@@ -150,6 +183,7 @@ def run(
         reuse_actors=reuse_actors,
         trial_name_creator=trial_name_creator,
         trial_dirname_creator=trial_dirname_creator,
+        chdir_to_trial_dir=chdir_to_trial_dir,
     )
     run_config = RunConfig(
         name=name,
@@ -159,6 +193,7 @@ def run(
         checkpoint_config=_checkpoint_config(checkpoint_config, keep_checkpoints_num,
                                              checkpoint_score_attr, checkpoint_freq,
                                              checkpoint_at_end),
+        sync_config=sync_config,
         verbose=verbose,
         stop=stop,
         callbacks=list(callbacks) if callbacks else None,
@@ -171,7 +206,11 @@ def run(
         tune_config=tune_config,
         run_config=run_config,
         resources_per_trial=resources_per_trial,
-        resume=_resume_policy(resume, resume_config, run_config),
+        resume=_resume_policy(resume, resume_config, run_config, fail_fast),
+        export_formats=export_formats,
+        # every trial starts from the checkpoint ``restore`` names (Ray: "only makes sense
+        # with one trial")
+        **({"restore_path": restore} if restore is not None else {}),
     )
     failed = [t for t in analysis.trials if t.status == "ERROR"]
     if failed and raise_on_failed_trial:
