@@ -86,7 +86,8 @@ def test_result_get_best_checkpoint_by_metric():
     assert r.get_best_checkpoint("config/lr", "max") is not None  # nested key lookup
     with pytest.raises(ValueError, match="mode"):
         r.get_best_checkpoint("loss", "best")
-    assert r.get_best_checkpoint("nope", "min") is None  # no checkpoint qualifies
+    with pytest.raises(RuntimeError, match="Invalid metric name nope"):
+        r.get_best_checkpoint("nope", "min")  # no checkpoint qualifies
 
 
 def test_best_result_on_every_scope():

@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+import numpy as np
 import pandas as pd
 import pyarrow.fs
 
@@ -109,9 +110,11 @@ class ExperimentAnalysis:
                 trial.checkpoint_dir_name = os.path.basename(data.latest_checkpoint.path)
 
     def _apply_recorded_checkpoints(self, trial: Trial, data: _reader.TrialData) -> None:
-        # tunelib's state may list the kept checkpoints, best last, with their metrics
-        # (runtime "best_checkpoints": [{"dir_name": ..., "metrics": {...}}]): Ray keeps
-        # that in a pickle. Dirs that no longer exist are left out.
+        # tunelib's state lists the trial's best checkpoints as Ray's checkpoint manager
+        # holds them (worst first, the latest only when among the best) with their metrics
+        # (runtime "best_checkpoints": [{"dir_name": ..., "metrics": {...}}]); Ray keeps
+        # that in a pickle, so its experiments list every dir. Dirs no longer on storage
+        # are left out.
         recorded = self._runtime.get(trial.trial_id, {}).get("best_checkpoints")
         if not isinstance(recorded, list) or not data.checkpoints:
             return
@@ -305,26 +308,38 @@ class ExperimentAnalysis:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def _checkpoints_with_metric(self, trial: Trial, metric: str) -> List[Tuple[Checkpoint, Any]]:
+    def _checkpoints_with_metric(self, trial: Trial, metric: str, **default: Any
+                                 ) -> List[Tuple[Checkpoint, Any]]:
+        """``(checkpoint, value of metric)`` for the trial's best checkpoints; a checkpoint
+        without ``metric`` raises KeyError unless a ``default=`` is given."""
         data = self._data.get(trial.trial_id)
         if data is None:
             return []
-        return [(c, _layout.unflattened_lookup(metric, m, default=None)) for c, m in data.checkpoints]
+        return [(c, _layout.unflattened_lookup(metric, m, **default)) for c, m in data.checkpoints]
 
     def get_trial_checkpoints_paths(self, trial: Trial, metric: Optional[str] = None
                                     ) -> List[Tuple[str, Any]]:
         """``[(checkpoint path, metric value)]`` for the trial's kept checkpoints."""
         metric = metric or self.default_metric or TRAINING_ITERATION
-        return [(c.path, v) for c, v in self._checkpoints_with_metric(trial, metric)]
+        return [(c.path, v) for c, v in self._checkpoints_with_metric(trial, metric, default=None)]
 
     def get_best_checkpoint(self, trial: Trial, metric: Optional[str] = None,
                             mode: Optional[str] = None) -> Optional[Checkpoint]:
-        """The trial's checkpoint with the best ``metric`` value; None if none has it."""
+        """The best of the trial's best checkpoints (``Result.best_checkpoints``) by
+        ``metric``; those whose value is NaN are skipped. None (and an error logged)
+        when the trial kept no checkpoint.
+
+        Example::
+
+            ckpt = ea.get_best_checkpoint(ea.get_best_trial("loss", "min"), "loss", "min")
+
+        Raises:
+            KeyError: a kept checkpoint did not report ``metric`` (as in Ray).
+        """
         metric = metric or self.default_metric or TRAINING_ITERATION
         mode = self._validate_mode(mode)
         pairs = [
-            (c, v) for c, v in self._checkpoints_with_metric(trial, metric)
-            if isinstance(v, (int, float)) and v == v
+            (c, v) for c, v in self._checkpoints_with_metric(trial, metric) if not np.isnan(v)
         ]
         if not pairs:
             logger.error(f"No checkpoints have been found for trial {trial}.")
@@ -374,7 +389,8 @@ class ExperimentAnalysis:
 
     def get_last_checkpoint(self, trial: Optional[Trial] = None, metric: str = "training_iteration",
                             mode: str = "max") -> Optional[Checkpoint]:
-        """The trial's checkpoint with the highest training_iteration.
+        """Of the trial's best checkpoints (``Result.best_checkpoints``), the one with the
+        highest training_iteration: the latest only when it is among the best, as in Ray.
 
         Without ``trial``, the best trial by ``metric``/``mode`` is used.
         """

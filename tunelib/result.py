@@ -44,7 +44,11 @@ class Result:
         error: the exception the trial ended with, or None.
         path: the trial directory on ``filesystem`` (``bucket/loc`` for ``s3://bucket/loc``).
         metrics_dataframe: every report, one row each, flattened ``a/b`` columns.
-        best_checkpoints: ``(Checkpoint, metrics)`` for each kept checkpoint.
+        best_checkpoints: ``(Checkpoint, metrics)`` of the trial's best ``num_to_keep``
+            checkpoints (``CheckpointConfig``), worst first, by
+            ``checkpoint_score_attribute`` or else by recency; the latest checkpoint is
+            listed only when it is among them. ``Result.from_path`` cannot rank: it lists
+            every checkpoint dir of the trial, oldest first, with its flattened result row.
     """
 
     metrics: Optional[Dict[str, Any]]
@@ -121,30 +125,53 @@ class Result:
             error=_reader.load_error(fs, fs_path) if data.has_error_file else None,
             path=fs_path,
             metrics_dataframe=data.dataframe,
-            # Ray's from_path pairs each checkpoint with its flattened result row.
-            best_checkpoints=[(c, _layout.flatten_dict(m)) for c, m in data.checkpoints] or None,
+            best_checkpoints=_checkpoints_with_rows(data) or None,
             _storage_filesystem=fs,
         )
 
     def get_best_checkpoint(self, metric: str, mode: str) -> Optional[Checkpoint]:
         """The best of ``best_checkpoints`` by ``metric`` (``a/b`` reaches nested keys).
 
-        Checkpoints without a value for ``metric`` are skipped; returns None when no
-        checkpoint qualifies (none kept, or none reported ``metric``).
+        Checkpoints without a value for ``metric`` are skipped.
+
+        Example::
+
+            best = result.get_best_checkpoint("loss", "min")
 
         Raises:
+            RuntimeError: the trial kept no checkpoint, or none of its kept checkpoints
+                reported ``metric`` (a misspelt metric name, most likely).
             ValueError: ``mode`` is not "min" or "max".
         """
+        if not self.best_checkpoints:
+            raise RuntimeError("No checkpoint exists in the trial directory!")
         if mode not in ["max", "min"]:
             raise ValueError(f'Unsupported mode: {mode}. Please choose from ["min", "max"]!')
-        if not self.best_checkpoints:
-            return None
         valid = [
             (ckpt, value)
             for ckpt, metrics in self.best_checkpoints
             if (value := _layout.unflattened_lookup(metric, metrics, default=None)) is not None
         ]
         if not valid:
-            return None
+            raise RuntimeError(
+                f"Invalid metric name {metric}! "
+                f"You may choose from the following metrics: {(self.metrics or {}).keys()}."
+            )
         op = max if mode == "max" else min
         return op(valid, key=lambda pair: pair[1])[0]
+
+
+def _checkpoints_with_rows(data: "_reader.TrialData") -> List[Tuple[Checkpoint, Dict[str, Any]]]:
+    """Every checkpoint dir of the trial, oldest first, each with the last row of the
+    metrics frame that names it (flattened keys, NaN where that report lacked a key),
+    as Ray's ``Result.from_path`` pairs them; ``{}`` for a dir no row names."""
+    df = data.dataframe
+    last_row: Dict[str, int] = {}
+    if df is not None and "checkpoint_dir_name" in df.columns:
+        for pos, name in enumerate(df["checkpoint_dir_name"]):
+            last_row[name] = pos
+    out = []
+    for ckpt, _ in data.checkpoints:
+        pos = last_row.get(os.path.basename(ckpt.path.rstrip("/")))
+        out.append((ckpt, {} if pos is None else df.iloc[pos].to_dict()))
+    return out
