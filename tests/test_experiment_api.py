@@ -162,9 +162,6 @@ def test_tune_run_warns_that_an_experiments_own_arguments_win(tmp_path, no_prefe
     assert [t.config for t in analysis.trials] == [{"x": 2}]
 
 
-@pytest.mark.xfail(strict=True, reason="needs ExperimentAnalysis to place its trials "
-                   "(Trial.set_storage) and to read each trial at Trial.path: proposed "
-                   "change to tunelib/analysis.py")
 def test_tune_run_takes_a_list_of_experiments(tmp_path, no_prefect):
     experiments = [Experiment(name, counting_fn, config={"x": x}, storage_path=str(tmp_path))
                    for name, x in (("first", 1), ("second", 2))]
@@ -235,8 +232,6 @@ def test_trial_set_status_stamps_the_start():
     assert trial.status == Trial.RUNNING and trial.start_time is not None
 
 
-@pytest.mark.xfail(strict=True, reason="ExperimentAnalysis does not place its trials yet "
-                   "(Trial.set_storage): proposed change to tunelib/analysis.py")
 def test_trials_of_a_run_know_their_directory(tmp_path, no_prefect):
     trials = run_experiments(Experiment("exp_p", counting_fn, config={"x": 1},
                                         storage_path=str(tmp_path)), verbose=0)
@@ -244,7 +239,5 @@ def test_trials_of_a_run_know_their_directory(tmp_path, no_prefect):
     assert os.path.isfile(os.path.join(trials[0].path, "result.json"))
 
 
-@pytest.mark.xfail(strict=True, reason="Ray's Trial.is_finished() is a method; tunelib's is "
-                   "a property used by the controller, PBT and resume: proposed change")
 def test_trial_is_finished_is_a_method_as_in_ray():
     assert Trial("f", status=Trial.TERMINATED).is_finished() is True

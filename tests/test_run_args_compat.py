@@ -64,9 +64,6 @@ def counter_checkpoint(tmp_path):
 # ------------------------------------------------------------------ restore=<checkpoint>
 
 
-@pytest.mark.xfail(strict=True, reason="needs run_experiment(restore_path=...) and the "
-                   "controller starting new trials from it: proposed change to "
-                   "tunelib/runner.py and tunelib/controller.py")
 def test_restore_starts_a_class_trainable_from_the_checkpoint(tmp_path, counter_checkpoint,
                                                               no_prefect):
     analysis = tune.run(Counter, restore=counter_checkpoint, stop={"training_iteration": 2},
@@ -77,8 +74,6 @@ def test_restore_starts_a_class_trainable_from_the_checkpoint(tmp_path, counter_
     assert analysis.trials[0].restore_path == counter_checkpoint
 
 
-@pytest.mark.xfail(strict=True, reason="needs run_experiment(restore_path=...): proposed "
-                   "change to tunelib/runner.py and tunelib/controller.py")
 def test_restore_gives_a_function_trainable_the_checkpoint(tmp_path, counter_checkpoint,
                                                            no_prefect):
     analysis = tune.run(checkpoint_reader_fn, restore=counter_checkpoint,
@@ -113,8 +108,6 @@ def test_run_takes_a_search_algorithm_by_name(tmp_path, no_prefect):
     assert all(1 <= t.config["x"] <= 2 for t in analysis.trials)
 
 
-@pytest.mark.xfail(strict=True, reason="runner names trials after type(name) for a string "
-                   "trainable: proposed change to tunelib/runner.py")
 def test_trials_of_a_registered_trainable_are_named_after_it(tmp_path, no_prefect):
     tune.register_trainable("lambda_id", lambda config: tune.report({"loss": 1}))
     analysis = tune.run("lambda_id", storage_path=str(tmp_path), name="lam", verbose=0)
@@ -144,8 +137,6 @@ class TwoPoints(Searcher):
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="the controller numbers every trial <5hex>_<index>: "
-                   "proposed change to tunelib/controller.py")
 def test_searcher_trial_ids_are_eight_hex_digits(tmp_path, no_prefect):
     analysis = tune.run(loss_fn, search_alg=TwoPoints(), metric="loss", mode="min",
                         num_samples=2, storage_path=str(tmp_path), name="searched", verbose=0)
@@ -153,8 +144,6 @@ def test_searcher_trial_ids_are_eight_hex_digits(tmp_path, no_prefect):
         True, True]
 
 
-@pytest.mark.xfail(strict=True, reason="the controller takes results without Ray's "
-                   "Trial.update_last_result: proposed change to tunelib/controller.py")
 def test_results_carry_the_experiment_tag(tmp_path, no_prefect):
     analysis = tune.run(loss_fn, config={"x": tune.grid_search([1, 2])},
                         storage_path=str(tmp_path), name="tags", verbose=0)
@@ -181,8 +170,6 @@ def test_trials_load_in_the_order_of_rays_state_file(tmp_path):
         "2716e_00001", "2716e_00002", "2716e_00000"]
 
 
-@pytest.mark.xfail(strict=True, reason="Ray's error.pkl needs Ray to unpickle; the reader "
-                   "falls back to TrialFailedError: proposed change to tunelib/_reader.py")
 def test_the_error_of_a_ray_trial_keeps_its_exception_type(tmp_path):
     path = _copy_fixture("layout_fail", tmp_path)
     errors = [r.error for r in tune.ResultGrid(tune.ExperimentAnalysis(str(path))) if r.error]

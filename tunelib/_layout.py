@@ -227,7 +227,7 @@ def find_experiment_state(fs, experiment_path: str) -> Optional[str]:
 def trial_state(trial, max_failures: int, checkpoint_config) -> List[str]:
     """One ``trial_data`` entry: the trial's (info, runtime) JSON strings."""
     from tunelib._lifecycle import TrialStatus
-    from tunelib._retention import rank_checkpoints
+    from tunelib._retention import best_checkpoints
 
     info = {
         "stub": False,
@@ -242,7 +242,7 @@ def trial_state(trial, max_failures: int, checkpoint_config) -> List[str]:
         "relative_logdir": trial.dirname,
         "custom_trial_name": trial.custom_trial_name,
         "custom_dirname": None,
-        "restore_path": None,
+        "restore_path": trial.restore_path,
     }
     failed = trial.status == TrialStatus.ERROR or trial.num_failures
     runtime = {
@@ -253,12 +253,18 @@ def trial_state(trial, max_failures: int, checkpoint_config) -> List[str]:
         "pickled_error_filename": ERROR_PKL if trial.error_file else None,
         "last_result": to_json_value(trial.last_result),
         "last_result_time": trial.last_result.get("timestamp"),
-        # the reader pairs these with the dirs on storage: best last, as Ray's manager keeps them
+        # Ray's checkpoint manager, pickled in Ray's file, as JSON: what Result.best_checkpoints
+        # lists (worst first), and the latest checkpoint, kept on storage even when it is
+        # not among them; the reader pairs both with the dirs on storage
         "best_checkpoints": [
             {"dir_name": name, "metrics": to_json_value(metrics)}
-            for name, metrics in reversed(rank_checkpoints(trial.kept_checkpoints,
-                                                           checkpoint_config))
+            for name, metrics in best_checkpoints(trial.kept_checkpoints, checkpoint_config)
         ],
+        "latest_checkpoint_result": (
+            {"dir_name": trial.kept_checkpoints[-1][0],
+             "metrics": to_json_value(trial.kept_checkpoints[-1][1])}
+            if trial.kept_checkpoints else None
+        ),
         "tunelib": {
             "checkpoint_dir_name": trial.checkpoint_dir_name,
             "kept_checkpoints": [name for name, _ in trial.kept_checkpoints],
@@ -288,8 +294,8 @@ def _json_field(value: Any) -> Any:
 
 def index_from_trial_id(trial_id: str) -> int:
     """``<prefix>_00007`` -> 7 (the trial's number in creation order; 0 when absent)."""
-    tail = trial_id.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    _, sep, tail = trial_id.rpartition("_")
+    return int(tail) if sep and tail.isdigit() else 0  # a searcher's 8-hex id has none
 
 
 def trials_from_state(state: Dict[str, Any]) -> List[Tuple[Any, Dict[str, Any]]]:
@@ -323,6 +329,7 @@ def trials_from_state(state: Dict[str, Any]) -> List[Tuple[Any, Dict[str, Any]]]
             custom_trial_name=t.get("custom_trial_name"),
             start_time=rt.get("start_time"),
             index=index_from_trial_id(trial_id),
+            restore_path=t.get("restore_path"),
         )
         trial.checkpoint_dir_name = trial.last_result.get("checkpoint_dir_name")
         _restore_bookkeeping(trial, rt)
@@ -340,8 +347,10 @@ def _restore_bookkeeping(trial, runtime: Dict[str, Any]) -> None:
     progress = own.get("checkpoint_progress") or (0, 0.0)
     trial.checkpoint_progress = (int(progress[0]), float(progress[1]))
     trial.attempts = int(own.get("attempts") or 0)
-    metrics = {c["dir_name"]: c.get("metrics") or {}
-               for c in runtime.get("best_checkpoints") or [] if "dir_name" in c}
+    recorded = list(runtime.get("best_checkpoints") or [])
+    if isinstance(runtime.get("latest_checkpoint_result"), dict):
+        recorded.append(runtime["latest_checkpoint_result"])
+    metrics = {c["dir_name"]: c.get("metrics") or {} for c in recorded if "dir_name" in c}
     kept = own.get("kept_checkpoints") or list(metrics)
     trial.kept_checkpoints = [(name, metrics.get(name, {})) for name in kept]
 

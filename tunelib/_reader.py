@@ -14,6 +14,8 @@ A killed writer can leave a truncated last line in ``result.json``: it is skippe
 
 from __future__ import annotations
 
+import builtins
+import functools
 import io
 import json
 import logging
@@ -50,7 +52,8 @@ from tunelib.trial import ERROR, RUNNING, TERMINATED, Trial
 logger = logging.getLogger(__name__)
 
 _JSON_READ_OPTIONS = pajson.ReadOptions(use_threads=False, block_size=1 << 26)
-_TRIAL_ID_RE = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
+# the variant generator's ids (<5 hex>_<index>) and a searcher's (8 hex digits)
+_TRIAL_ID_RE = re.compile(r"_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})(?:_|$)")
 _MISSING = object()
 # Enough to overlap remote reads and let pyarrow's GIL-free parsing use every core.
 _MAX_READ_THREADS = 16
@@ -370,8 +373,40 @@ def load_error(fs: pafs.FileSystem, trial_path: str, pickled_name: Optional[str]
         except (FileNotFoundError, OSError):
             text = None
         if text is not None:
-            return TrialFailedError(text)
+            return error_from_text(text)
     return None
+
+
+_EXCEPTION_LINE = re.compile(r"^(\w+)(?::|$)")
+
+
+def error_from_text(text: str) -> TrialFailedError:
+    """A ``TrialFailedError`` carrying error.txt; when the trial's exception class (the
+    last line's ``Name: message``) is a builtin one, also an instance of it, as Ray's
+    ``RayTaskError(ValueError)`` is a ValueError. Nothing is imported to find the class.
+
+    >>> isinstance(error_from_text("Traceback ...\\nValueError: boom"), ValueError)
+    True
+    """
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    match = _EXCEPTION_LINE.match(lines[-1]) if lines else None
+    cause = getattr(builtins, match.group(1), None) if match else None
+    if not (isinstance(cause, type) and issubclass(cause, Exception)) \
+            or issubclass(cause, TrialFailedError):
+        return TrialFailedError(text)
+    try:
+        return _dual_error_class(cause)(text)
+    except TypeError:  # an exception class whose constructor wants more (UnicodeError...)
+        return TrialFailedError(text)
+
+
+@functools.lru_cache(maxsize=None)
+def _dual_error_class(cause: type) -> type:
+    def __reduce__(self):  # pickles as the text, rebuilt the same way
+        return error_from_text, (str(self),)
+
+    return type(f"TrialFailedError({cause.__name__})", (TrialFailedError, cause),
+                {"__reduce__": __reduce__, "__module__": __name__})
 
 
 # ---------------------------------------------------------------- experiment dirs

@@ -24,7 +24,7 @@ import pyarrow.fs
 from tunelib import _layout, _reader, storage
 from tunelib.checkpoint import Checkpoint
 from tunelib.error import TuneError
-from tunelib.trial import Trial
+from tunelib.trial import StorageContext, Trial
 
 __all__ = ["ExperimentAnalysis", "load_experiment"]
 
@@ -86,6 +86,9 @@ class ExperimentAnalysis:
         self._runtime: Dict[str, Dict[str, Any]] = {}
         self._stats_cache: Dict[Tuple[str, str], Optional[Dict[str, float]]] = {}
         self.trials = trials or self._load_trials()
+        for trial in self.trials:  # as Ray does: the trials live where they were read
+            if trial.experiment_storage is None:
+                trial.set_storage(StorageContext(self._fs, self._experiment_fs_path))
         if trials:
             self._read_trial_dirs(self.trials)
         self._trial_dataframes = {t.trial_id: self._data[t.trial_id].dataframe for t in self.trials}
@@ -93,6 +96,8 @@ class ExperimentAnalysis:
 
     # ------------------------------------------------------------ loading
     def _trial_path(self, trial: Trial) -> str:
+        if trial.path is not None:  # placed by its own run (tune.run of several experiments)
+            return trial.path
         return storage.join(self._experiment_fs_path, trial.dirname) if trial.dirname else self._experiment_fs_path
 
     def _read_trial_dirs(self, trials: List[Trial]) -> None:

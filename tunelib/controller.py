@@ -71,6 +71,8 @@ class ExperimentSpec:
     # (stdout file, stderr file) each trial writes in its working dir (RunConfig.log_to_file)
     log_to_file: Tuple[Optional[str], Optional[str]] = (None, None)
     export_formats: List[str] = field(default_factory=list)  # tune.run(export_formats)
+    # tune.run(restore=...): the checkpoint dir every new trial starts from (Ray's)
+    restore_path: Optional[str] = None
 
 
 class Controller:
@@ -104,8 +106,10 @@ class Controller:
         self._queued_decisions: Dict[str, Decision] = {}
         self._deciding: Optional[str] = None
         self._max_pending = _max_pending_trials(search_alg)
+        self._numbered_ids = _numbers_its_trials(search_alg)
         # trials of an earlier run of this experiment (Tuner.restore / resume=True)
         for trial in restored_trials or []:
+            trial.set_storage(T.StorageContext(spec.fs, spec.experiment_path))
             self.trials.append(trial)
             self._by_id[trial.trial_id] = trial
         if id_prefix:
@@ -118,7 +122,7 @@ class Controller:
         return self.trials
 
     def get_live_trials(self) -> List[T.Trial]:
-        return [t for t in self.trials if not t.is_finished]
+        return [t for t in self.trials if not t.is_finished()]
 
     def pause_trial(self, trial: T.Trial, should_checkpoint: bool = True) -> None:
         """Pause a trial. The one whose result is being decided pauses through the PAUSE the
@@ -133,7 +137,7 @@ class Controller:
         if trial.trial_id in self._running:
             if trial.trial_id != self._deciding:
                 self._queued_decisions[trial.trial_id] = Decision.STOP
-        elif not trial.is_finished:
+        elif not trial.is_finished():
             trial.stopped_by = StoppedBy.SCHEDULER
             self._finish(trial, TrialStatus.TERMINATED, removed=True)
 
@@ -189,7 +193,7 @@ class Controller:
                 self.executor.kill_trial(trial_id)
                 trial = self._by_id[trial_id]
                 self._running.pop(trial_id, None)
-                if not trial.is_finished:
+                if not trial.is_finished():
                     if self._fatal is None:
                         self._stopped(trial, StoppedBy.EXPERIMENT,
                                       self._stop_reason or "the experiment ended")
@@ -272,7 +276,9 @@ class Controller:
 
     def _create_trial(self) -> Optional[T.Trial]:
         index = len(self.trials)
-        trial_id = f"{self._id_prefix}_{index:05d}"
+        # Ray's ids: the variant generator numbers its trials, a searcher's are 8 hex digits
+        trial_id = (f"{self._id_prefix}_{index:05d}" if self._numbered_ids
+                    else T.generate_trial_id())
         suggestion = self.search_alg.next_suggestion(trial_id)
         if suggestion is None:
             if self.search_alg.is_finished():
@@ -287,7 +293,9 @@ class Controller:
             evaluated_params=suggestion.evaluated_params,
             resources=dict(spec.resources),
             index=index,
+            restore_path=spec.restore_path,
         )
+        trial.set_storage(T.StorageContext(spec.fs, spec.experiment_path))
         if spec.trial_name_creator is not None:
             trial.custom_trial_name = str(spec.trial_name_creator(trial))
         if spec.trial_dirname_creator is not None:
@@ -312,6 +320,8 @@ class Controller:
         elif trial.checkpoint_dir_name:
             restore = f"{spec.experiment_path}/{trial.dirname}/{trial.checkpoint_dir_name}"
             start_iteration, start_time_total = trial.checkpoint_progress
+        elif trial.restore_path:  # tune.run(restore=...): counting starts afresh, as in Ray
+            restore = trial.restore_path
         if restore is not None:
             trial.checkpoint_progress = (start_iteration, start_time_total)
         attempt = trial.attempts
@@ -378,7 +388,7 @@ class Controller:
             if self._fatal is not None:
                 self.executor.decide(trial.trial_id, Decision.STOP)
                 return
-        trial.last_result = result
+        trial.update_last_result(dict(result))  # the driver's copy carries experiment_tag
         if event.checkpoint is not None:
             self._note_checkpoint(trial, event.checkpoint, result)
         # schedulers and searchers see flattened results ("a/b"), as in Ray
@@ -582,6 +592,13 @@ def _max_pending_trials(search_alg) -> int:
             return searcher.max_concurrent
         searcher = getattr(searcher, "searcher", None)
     return 1
+
+
+def _numbers_its_trials(search_alg) -> bool:
+    """Ray's trial ids: ``<prefix>_<index>`` from the variant generator, else 8 hex digits."""
+    from tunelib.search import BasicVariantGenerator
+
+    return isinstance(search_alg, BasicVariantGenerator)
 
 
 def _last_line(text: Optional[str]) -> str:

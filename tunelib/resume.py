@@ -97,7 +97,7 @@ def _apply_policy(trial: T.Trial, policy: ResumePolicy) -> str:
     else:  # RUNNING / PENDING / PAUSED when the driver stopped
         action = policy.unfinished
     if action == SKIP:
-        if not trial.is_finished:
+        if not trial.is_finished():
             trial.status = T.TERMINATED
         return action
     if action == RESTART:

@@ -145,8 +145,8 @@ class Trial:
         """A fresh trial id, as Ray makes them: 8 hex digits."""
         return generate_trial_id()
 
-    @property
     def is_finished(self) -> bool:
+        """Whether the trial has ended (TERMINATED or ERROR); a method, as in Ray."""
         return self.status in (TERMINATED, ERROR)
 
     def __str__(self) -> str:

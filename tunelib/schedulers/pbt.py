@@ -400,7 +400,7 @@ class PopulationBasedTraining(FIFOScheduler):
     def _quantiles(self) -> Tuple[List[Trial], List[Trial]]:
         """(bottom, top) trials by latest score; empty lists with fewer than two ranked."""
         trials = [self._by_order[o] for _, o in self._ranking]
-        trials = [t for t in trials if not t.is_finished]
+        trials = [t for t in trials if not t.is_finished()]
         if len(trials) <= 1:
             return [], []
         num = int(math.ceil(len(trials) * self._quantile_fraction))
@@ -432,10 +432,14 @@ class PopulationBasedTraining(FIFOScheduler):
         return [
             self._trial_state[t].last_score
             for t in trials
-            if self._trial_state[t].last_score is not None and not t.is_finished
+            if self._trial_state[t].last_score is not None and not t.is_finished()
         ]
 
     def debug_string(self) -> str:
         return "PopulationBasedTraining: {} checkpoints, {} perturbs".format(
             self._num_checkpoints, self._num_perturbations
         )
+
+
+# Ray's path for it: ray.tune.schedulers.pbt.PopulationBasedTrainingReplay
+from tunelib.schedulers.pbt_replay import PopulationBasedTrainingReplay  # noqa: E402, F401

@@ -210,7 +210,7 @@ def run(
         export_formats=export_formats,
         # every trial starts from the checkpoint ``restore`` names (Ray: "only makes sense
         # with one trial")
-        **({"restore_path": restore} if restore is not None else {}),
+        restore_path=restore,
     )
     failed = [t for t in analysis.trials if t.status == "ERROR"]
     if failed and raise_on_failed_trial:
