@@ -1,4 +1,4 @@
-"""How much does recording an experiment in Prefect cost? (flows.recorder.PrefectRecorder)
+"""How much does recording an experiment in Prefect cost? (tunelib.prefect.recorder)
 
 Simulates N concurrent trials reporting R results each, spread over D seconds (trial 0
 fails once halfway and is retried), through the recorder against an embedded server, and
@@ -9,8 +9,8 @@ the last event, ms per write (busy time / writes) and the mean latency per kind 
     python bench/prefect_writes.py --trials 8 --in-flight 1 2 4 --window 1 0
 
 Server variants: "default" = Prefect's embedded server as shipped (all services on);
-"recording" = flows.server.EMBEDDED_SERVER_ENV (what tunelib uses: run-acting services and the
-event persister off); "events" = the same with the event persister on. One server per
+"recording" = tunelib.prefect.server.EMBEDDED_SERVER_ENV (what tunelib uses: run-acting services
+and the event persister off); "events" = the same with the event persister on. One server per
 variant is started (PREFECT_HOME is a fresh temp dir unless --keep-home) and shared by the
 runs of that variant.
 """
@@ -46,17 +46,20 @@ def simulate(rec, n_trials: int, n_results: int, duration: float, tag: str) -> f
         delay = t_start + it * step - time.time()
         if delay > 0:
             time.sleep(delay)
+    from tunelib._lifecycle import ExperimentOutcome, TrialOutcome
+
     rows = []
     for i, (tid, name) in enumerate(names.items()):
-        status = "STOPPED" if i % 3 == 2 else "TERMINATED"
-        rec.trial_finished(tid, status, "stopped early by ASHA" if status == "STOPPED" else "")
+        stopped = i % 3 == 2
+        rec.trial_finished(tid, TrialOutcome.STOPPED if stopped else TrialOutcome.TERMINATED,
+                           "stopped early by ASHA" if stopped else "")
         rows.append({"trial": name, "status": "TERMINATED", "loss": 1.0 / n_results})
-    rec.experiment_finished("COMPLETED", rows)
+    rec.experiment_finished(ExperimentOutcome.COMPLETED, rows)
     return time.time()
 
 
 def run_one(api_url, n_trials, n_results, duration, in_flight, window, tag):
-    from flows.recorder import PrefectRecorder
+    from tunelib.prefect.recorder import PrefectRecorder
 
     rec = PrefectRecorder(api_url=api_url, window=window, max_in_flight=in_flight)
     rec._server.wait_ready(30)
@@ -91,7 +94,7 @@ def main() -> None:
     if not args.keep_home:
         os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tunelib-bench-")
     os.environ.pop("PREFECT_API_URL", None)
-    from flows.server import EMBEDDED_SERVER_ENV, ServerHandle
+    from tunelib.prefect.server import EMBEDDED_SERVER_ENV, ServerHandle
 
     print(f"{args.results} results per trial over {args.duration:g} s; "
           f"window = coalescing window (s); in_flight = max concurrent requests")

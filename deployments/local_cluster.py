@@ -141,7 +141,7 @@ class LocalCluster:
         return proc
 
     def _wait_healthy(self, timeout: float) -> None:
-        from flows.server import wait_for_api
+        from tunelib.prefect.server import wait_for_api
 
         wait_for_api(self.api_url, self.server, timeout, "prefect server",
                      hint=f"see {self.log_dir}/server.log", poll_s=0.2)

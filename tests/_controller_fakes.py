@@ -265,6 +265,9 @@ class FakeRecorder:
     def trial_paused(self, trial_id: str) -> None:
         self._add("trial_paused", trial_id=trial_id)
 
+    def trial_attached(self, trial_id: str, flow_run_id: str) -> None:
+        self._add("trial_attached", trial_id=trial_id, flow_run_id=flow_run_id)
+
     def experiment_finished(self, status: str, summary_rows: List[dict]) -> None:
         self._add("experiment_finished", status=status, summary_rows=summary_rows)
 

@@ -7,7 +7,7 @@ import itertools
 from typing import List
 
 import pytest
-from _controller_fakes import checkpointed, run_controller, trial_named
+from _controller_fakes import FakeRecorder, checkpointed, run_controller, trial_named
 
 from tunelib.error import TuneError
 from tunelib.schedulers import FIFOScheduler
@@ -397,3 +397,9 @@ def test_callback_sees_the_experiment_end_once_with_every_trial(tmp_path):
                                       callbacks=[callback])
 
     assert callback.ended_with == [controller.trials]
+
+
+def test_the_fake_recorder_implements_the_recorder_protocol():
+    from tunelib.recording import Recorder
+
+    assert isinstance(FakeRecorder(), Recorder)

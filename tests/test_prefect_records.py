@@ -6,6 +6,7 @@ import asyncio
 import os
 
 import pytest
+from _early_stopping import ITERATIONS, asha_experiment, assert_stopped_trials_recorded
 
 from tunelib import tune
 
@@ -89,3 +90,17 @@ def test_experiment_trials_retries_and_iterations_are_recorded(prefect_server, s
             assert "AwaitingRetry" in states and "Retrying" in states
         else:
             assert fr.run_count == 1 and "AwaitingRetry" not in states
+
+
+
+# --------------------------------------------------------------------------- early stopping
+def test_trials_stopped_by_asha_are_recorded_as_stopped(prefect_server, storage_dir,
+                                                         tmp_path):
+    grid = asha_experiment("asha-local", storage_dir, str(tmp_path / "markers"), sleep=0.2)
+    assert grid.num_errors == 0
+    iterations = {r.config["rank"]: r.metrics["training_iteration"] for r in grid}
+    assert iterations == {0: ITERATIONS, 1: 1, 2: 1, 3: 1}  # stopped exactly at rung 1
+
+    records = asyncio.run(_records(prefect_server, "asha-local"))
+    assert_stopped_trials_recorded({fr.parameters["config"]["rank"]: fr.state
+                                    for fr, _, _, _ in records["trials"].values()})

@@ -32,8 +32,11 @@ def isolated_prefect():
 
 # --------------------------------------------------------------------------- fast tests
 def test_interface_imports_no_prefect():
+    """The engine's side, the recorder's module and the workers executor import Prefect only
+    when they use it (on the recorder's thread, in the executor's start())."""
     code = (
-        "import sys; import tunelib.recording, flows.recorder, flows.server;"
+        "import sys; import tunelib.recording, tunelib.prefect, tunelib.prefect.recorder,"
+        " tunelib.prefect.server, tunelib.executor.prefect_workers;"
         "r = tunelib.recording.NullRecorder(); r.trial_result('a', {});"
         "print('prefect' in sys.modules)"
     )
@@ -43,11 +46,13 @@ def test_interface_imports_no_prefect():
 
 
 def test_null_recorder():
-    from tunelib.recording import NullRecorder, Recorder, create_recorder
+    from tunelib.prefect import create_recorder
+    from tunelib.recording import NullRecorder, Recorder
 
     r = create_recorder(enabled=False)
     assert isinstance(r, NullRecorder) and isinstance(r, Recorder)
     r.experiment_started("e", {}, [])
+    r.trial_attached("t", "00000000-0000-0000-0000-000000000000")
     r.trial_started("t", "n", {}, 0, 0)
     r.trial_result("t", {"training_iteration": 1})
     r.trial_failed("t", "x", False)
@@ -58,36 +63,124 @@ def test_null_recorder():
     assert r.stats["writes"] == 0
 
 
-def test_caller_side_is_cheap():
+def test_caller_side_only_enqueues(monkeypatch):
+    """Each call puts one timestamped event on the queue and returns: no Prefect import, no
+    write, the result handed over as is. (Its speed: bench/recorder_enqueue_bench.py.)"""
+    from tunelib.recording import QueueRecorder
+
+    monkeypatch.setitem(sys.modules, "prefect", None)  # any Prefect import now fails
+    r = QueueRecorder()
+    result = {"training_iteration": 1, "loss": 0.5}
+    before = time.time()
+    r.trial_started("t", "fn_t", {"a": 1}, 2, 0)
+    r.trial_result("t", result)
+    r.trial_finished("t", "TERMINATED")
+    events = [r._q.get_nowait() for _ in range(r._q.qsize())]
+    assert [kind for kind, _, _ in events] == ["trial_started", "trial_result", "trial_finished"]
+    _, t, args = events[1]
+    assert args == ("t", result) and args[1] is result and before <= t <= time.time()
+    assert r.stats["writes"] == 0
+
+
+def test_trial_attached_is_queued_in_order_with_the_other_events():
     from tunelib.recording import QueueRecorder
 
     r = QueueRecorder()
-    result = {"training_iteration": 1, "loss": 0.5}
-    n = 20000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        r.trial_result("t", result)
-    per_call = (time.perf_counter() - t0) / n
-    assert per_call < 50e-6, per_call  # a few µs in practice
-    kind, t, args = r._q.get_nowait()
-    assert kind == "trial_result" and args == ("t", result) and abs(t - time.time()) < 60
+    r.trial_attached("t", "run-1")
+    r.trial_started("t", "fn_t", {}, 0, 0)
+    events = [r._q.get_nowait() for _ in range(r._q.qsize())]
+    assert [(kind, args) for kind, _, args in events] == [
+        ("trial_attached", ("t", "run-1")), ("trial_started", ("t", "fn_t", {}, 0, 0))]
 
 
 def test_helpers():
-    from flows.recorder import artifact_key, metrics_text
-    from flows.trial import UNLIMITED_RETRIES, retries_for
+    from tunelib.prefect._payloads import (
+        UNLIMITED_RETRIES,
+        artifact_key,
+        metrics_text,
+        retries_for,
+        task_run_name,
+    )
 
     assert artifact_key("My Exp_2026 11") == "my-exp-2026-11-summary"
     text = metrics_text({"loss": 0.123456789, "training_iteration": 3, "pid": 7, "ok": True,
                          "config": {"a": 1}})
     assert text == "loss=0.123457, ok=True"
     assert retries_for(-1) == UNLIMITED_RETRIES and retries_for(2) == 2 and retries_for(0) == 0
+    assert retries_for(2, failures=1) == 1 and retries_for(1, failures=3) == 0
+    assert retries_for(-1, failures=5) == UNLIMITED_RETRIES
+    assert task_run_name(3, 3) == "iteration 3" and task_run_name(3, 7) == "iteration 3-7"
+
+
+def test_payloads_are_json_safe():
+    import json
+
+    from tunelib.prefect._payloads import jsonable
+
+    value = jsonable({"loss": float("nan"), "best": float("inf"), 1: (1, 2), "obj": object()})
+    assert value["loss"] is None and value["best"] is None and value["1"] == [1, 2]
+    json.dumps(value, allow_nan=False)
+
+
+def test_503_answers_are_counted_by_the_client_hook_including_retried_ones():
+    """A server answering 503 twice (Retry-After: 0) then 200: the client retries and the
+    response hook the recorder installs counts both 503s, with no logger touched."""
+    import asyncio
+    import json
+    import logging
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prefect.client.orchestration import PrefectClient
+
+    from tunelib.prefect._writes import count_503s
+
+    answers = [503, 503, 200]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            code = answers.pop(0) if answers else 200
+            body = json.dumps({"id": "00000000-0000-0000-0000-000000000001"}).encode()
+            self.send_response(code)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # the client's CSRF token request: "an older server"
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    level = logging.getLogger("prefect.client").level
+    stats = {"retries_503": 0}
+
+    async def post():
+        url = f"http://127.0.0.1:{server.server_address[1]}/api"
+        hooks = {"event_hooks": {"response": [count_503s(stats)]}}
+        async with PrefectClient(api=url, httpx_settings=hooks) as client:
+            return await client.create_flow_from_name("trial")
+
+    try:
+        flow_id = asyncio.run(post())
+    finally:
+        server.shutdown()
+    assert str(flow_id).endswith("1")
+    assert stats["retries_503"] == 2
+    assert logging.getLogger("prefect.client").level == level
 
 
 def test_close_is_bounded_when_the_api_hangs(isolated_prefect):
     """An API that accepts connections and never answers: close() returns in time and
     lists what was not recorded."""
-    from tunelib.recording import create_recorder
+    from tunelib.prefect import create_recorder
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -150,7 +243,7 @@ def _drive(r, exp_name):
 
 @pytest.mark.slow
 def test_records_an_experiment(isolated_prefect):
-    from tunelib.recording import create_recorder
+    from tunelib.prefect import create_recorder
 
     exp_name = "e2e_rec"
     r = create_recorder(window=0.5)

@@ -7,6 +7,7 @@ import tempfile
 import time
 
 import pytest
+from _early_stopping import asha_experiment, assert_stopped_trials_recorded
 
 from tunelib import tune
 from tunelib.executor.prefect_workers import PrefectWorkers, PrefectWorkersError
@@ -256,6 +257,23 @@ def test_sync_decisions_stop_trials_at_the_exact_iteration(cluster, tmp_path):
     for r in grid:
         assert [row["training_iteration"] for row in _results(r.path)] == [1, 2, 3]
         assert r.metrics["training_iteration"] == 3
+
+
+def test_trials_stopped_by_asha_are_recorded_as_stopped(cluster, tmp_path):
+    grid = asha_experiment("asha-workers", str(tmp_path / "shared"), str(tmp_path / "markers"),
+                           sleep=0.5, executor=_workers(cluster))
+    assert grid.num_errors == 0
+
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with SyncPrefectClient(cluster.api_url) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["asha-workers"])))
+    trial_runs = [fr for fr in runs if fr.deployment_id is not None]
+    assert len(trial_runs) == 4  # one deployment run each, none retried
+    assert_stopped_trials_recorded({fr.parameters["config"]["rank"]: fr.state
+                                    for fr in trial_runs})
 
 
 def test_missing_deployment_names_the_command_that_creates_it(cluster, tmp_path):

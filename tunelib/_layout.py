@@ -23,6 +23,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 # --------------------------------------------------------------------------- file names
+DEFAULT_STORAGE_PATH = "~/ray_results"   # as Ray's; TUNE_RESULT_DIR overrides it
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.csv"
 PARAMS_FILE = "params.json"

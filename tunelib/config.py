@@ -162,7 +162,7 @@ class RunConfig:
     local_dir: Optional[str] = None
     # tunelib's own, after Ray's fields: which executor runs the trials (None: worker
     # processes on this machine). An object with
-    # ``create_executor(spec, num_workers, payload) -> Executor``.
+    # ``create_executor(spec, num_workers, payload, recorder) -> Executor``.
     executor: Any = None
 
     # Ray fields the engine does not honour, and why

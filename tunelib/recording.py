@@ -2,8 +2,15 @@
 
 The controller calls a :class:`Recorder` from its hot loop (thousands of times a second):
 every method only enqueues ``(kind, time.time(), args)`` on a ``queue.SimpleQueue`` and
-returns. A single writer thread in the driver (``flows.recorder.PrefectRecorder``) turns
-the events into Prefect writes through the REST API. This module imports no Prefect.
+returns. A single writer thread in the driver (``tunelib.prefect.recorder.PrefectRecorder``,
+made by ``tunelib.prefect.create_recorder``) turns the events into Prefect writes through the
+REST API. This module imports no Prefect, and nothing of ``tunelib.prefect``: that layer
+builds on this one.
+
+``trial_attached(trial_id, flow_run_id)`` comes from an executor whose trials are flow runs
+Prefect's engine runs (the Prefect-workers executor's deployment runs), right after it
+created the trial's run and before the controller's ``trial_started``: the recorder then
+adds the trial's records to that run instead of creating one.
 
 ``trial_finished(status=...)`` takes a ``TrialOutcome``: ``TERMINATED`` (the trainable
 returned), ``STOPPED`` (a scheduler, a stopper or the end of the experiment stopped it
@@ -19,7 +26,7 @@ from typing import Any, Dict, List, Protocol, runtime_checkable
 
 from tunelib._lifecycle import ExperimentOutcome, TrialOutcome
 
-__all__ = ["Recorder", "NullRecorder", "QueueRecorder", "create_recorder"]
+__all__ = ["Recorder", "NullRecorder", "QueueRecorder"]
 
 
 @runtime_checkable
@@ -27,6 +34,8 @@ class Recorder(Protocol):
     stats: Dict[str, Any]
 
     def experiment_started(self, name: str, parameters: dict, tags: List[str]) -> None: ...
+
+    def trial_attached(self, trial_id: str, flow_run_id: str) -> None: ...
 
     def trial_started(
         self, trial_id: str, trial_name: str, config: dict, max_failures: int, attempt: int
@@ -46,13 +55,16 @@ class Recorder(Protocol):
 
 
 class NullRecorder:
-    """Records nothing (``create_recorder(enabled=False)``, or Prefect unavailable)."""
+    """Records nothing (``tunelib.prefect.create_recorder(enabled=False)``)."""
 
     def __init__(self) -> None:
         self.stats: Dict[str, Any] = {"writes": 0, "retries_503": 0, "seconds_busy": 0.0}
         self.api_url = None
 
     def experiment_started(self, name, parameters, tags):
+        pass
+
+    def trial_attached(self, trial_id, flow_run_id):
         pass
 
     def trial_started(self, trial_id, trial_name, config, max_failures, attempt):
@@ -93,6 +105,9 @@ class QueueRecorder:
     def experiment_started(self, name, parameters, tags):
         self._put(("experiment_started", time.time(), (name, parameters, list(tags))))
 
+    def trial_attached(self, trial_id, flow_run_id):
+        self._put(("trial_attached", time.time(), (trial_id, flow_run_id)))
+
     def trial_started(self, trial_id, trial_name, config, max_failures, attempt):
         self._put(
             ("trial_started", time.time(), (trial_id, trial_name, config, max_failures, attempt))
@@ -116,16 +131,3 @@ class QueueRecorder:
     def close(self, timeout):  # pragma: no cover - overridden
         return []
 
-
-def create_recorder(enabled: bool = True, **kwargs: Any) -> Recorder:
-    """A recorder writing to Prefect (``flows.recorder.PrefectRecorder``), or a NullRecorder.
-
-    Returns at once: the Prefect import, the embedded server's start and every write happen
-    on the recorder's own thread. ``kwargs`` go to ``PrefectRecorder`` (``window``,
-    ``max_in_flight``, ``api_url``).
-    """
-    if not enabled:
-        return NullRecorder()
-    from flows.recorder import PrefectRecorder  # lazy: keeps Prefect off import paths
-
-    return PrefectRecorder(**kwargs)

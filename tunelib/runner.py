@@ -13,14 +13,15 @@ import math
 import os
 import time
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
+from tunelib._layout import DEFAULT_STORAGE_PATH
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from tunelib.controller import Controller, ExperimentSpec
+from tunelib.executor._trial_dir import log_file_names
 
 logger = logging.getLogger("tunelib")
 
-DEFAULT_STORAGE_PATH = "~/ray_results"
 RECORD_DRAIN_TIMEOUT_S = float(os.environ.get("TUNELIB_RECORD_DRAIN_TIMEOUT_S", "120"))
 _RESOURCE_KEYS = ("cpu", "gpu", "memory")
 
@@ -189,6 +190,19 @@ def _verbosity(verbose) -> int:
         raise ValueError(f"`verbose` must be an integer 0-3, got {verbose!r}.") from None
 
 
+def _export_formats(export_formats) -> List[str]:
+    """``tune.run(export_formats=...)``: a format or a list of them (Ray checks no names:
+    they are passed on to ``Trainable._export_model``)."""
+    if not export_formats:
+        return []
+    formats = [export_formats] if isinstance(export_formats, str) else list(export_formats)
+    for value in formats:
+        if not isinstance(value, str):
+            raise TypeError(f"`export_formats` must be a list of format names such as "
+                            f"['model'], got {export_formats!r}.")
+    return formats
+
+
 def run_experiment(
     trainable,
     *,
@@ -197,6 +211,8 @@ def run_experiment(
     run_config: RunConfig,
     resources_per_trial=None,
     resume=None,
+    export_formats: Optional[Sequence[str]] = None,
+    restore_path: Optional[str] = None,
 ):
     """Run an experiment end to end and return its ``ExperimentAnalysis``.
 
@@ -205,7 +221,7 @@ def run_experiment(
     """
     from tunelib import storage
     from tunelib.analysis import load_experiment
-    from tunelib.recording import create_recorder
+    from tunelib.prefect import create_recorder
     from tunelib.schedulers import FIFOScheduler
     from tunelib.search import as_search_algorithm
     from tunelib.stopper import as_stopper
@@ -213,10 +229,15 @@ def run_experiment(
     if param_space is not None and not isinstance(param_space, dict):
         raise TypeError(f"`param_space` must be a dict, got {type(param_space).__name__}.")
     param_space = dict(param_space or {})
+    registered_name = None
+    if isinstance(trainable, str):  # a registered name: Ray names the trials after it
+        from tunelib.registry import get_trainable
+
+        registered_name, trainable = trainable, get_trainable(trainable)
     if hasattr(trainable, "as_trainable") and not isinstance(trainable, type):
         trainable = trainable.as_trainable()  # a Trainer (Ray Train): one trial = one run
     payload = _check_trainable(trainable)
-    name_of_trainable = trainable_name(trainable)
+    name_of_trainable = registered_name or trainable_name(trainable)
     metric, mode = tune_config.metric, tune_config.mode
     failure_config: FailureConfig = run_config.failure_config
     checkpoint_config: CheckpointConfig = run_config.checkpoint_config
@@ -251,7 +272,8 @@ def run_experiment(
         name=name,
         trainable_name=name_of_trainable,
         trainable_key=key,
-        experiment_path=experiment_path,
+        # absolute: trials run in their own working directories
+        experiment_path=os.path.abspath(experiment_path) if storage.is_local(fs) else experiment_path,
         experiment_uri=experiment_uri,
         fs=fs,
         storage_filesystem=run_config.storage_filesystem,
@@ -269,12 +291,15 @@ def run_experiment(
         trial_name_creator=tune_config.trial_name_creator,
         trial_dirname_creator=tune_config.trial_dirname_creator,
         verbose=_verbosity(run_config.verbose),
+        log_to_file=log_file_names(run_config.log_to_file),
+        export_formats=_export_formats(export_formats),
+        restore_path=restore_path,
     )
 
     recorder = create_recorder(enabled=os.environ.get("TUNELIB_DISABLE_PREFECT", "0") != "1")
     if run_config.executor is not None:
         executor = run_config.executor.create_executor(spec=spec, num_workers=workers,
-                                                       payload=payload)
+                                                       payload=payload, recorder=recorder)
     else:
         from tunelib.executor.local import LocalExecutor
 

@@ -101,7 +101,7 @@ class Trainable:
         if self._storage is not None:
             self._logdir = self._storage.trial_working_directory
         else:
-            from tunelib.runner import DEFAULT_STORAGE_PATH
+            from tunelib._layout import DEFAULT_STORAGE_PATH
 
             root = os.path.expanduser(DEFAULT_STORAGE_PATH)
             os.makedirs(root, exist_ok=True)

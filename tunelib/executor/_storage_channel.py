@@ -16,9 +16,6 @@ CONTROL_FILE = "control.json"
 OUTCOME_FILE = "outcome.json"
 HEARTBEAT_FILE = "heartbeat.json"
 CHECKPOINTS_FILE = "checkpoints.json"   # the latest persisted checkpoint and what is kept
-_FINAL_TYPES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-# max_failures=-1 (forever) in Prefect's terms; same number as flows.trial.UNLIMITED_RETRIES
-_UNLIMITED_RETRIES = 1_000_000
 
 
 class TrialAttemptFailed(RuntimeError):

@@ -13,11 +13,13 @@ deployment runs. The driver never talks to a worker; everything goes through two
       <trial>/.tunelib/heartbeat.json         a counter the running attempt bumps
       <trial>/result.json                     results, as always; the driver tails it
 
-* **the Prefect API**: the driver creates one flow run per trial (``run_deployment``-style,
-  returning at once), sets its retries to the failures the trial has left, and looks at the
-  runs' states every ``state_poll_s`` seconds to notice a run whose process died (CRASHED).
-  A machine that vanishes leaves its run RUNNING for ever, so a running attempt also bumps
-  a heartbeat record on storage; one silent for ``heartbeat_timeout_s`` is marked CRASHED.
+* **the Prefect API** (every call in ``tunelib.prefect.workers_api``): the driver creates one
+  flow run per trial (``run_deployment``-style, returning at once), sets its retries to the
+  failures the trial has left, tells the recorder which run it is (``trial_attached``: the
+  recorder adds the iteration task runs to it), and looks at the runs' states every
+  ``state_poll_s`` seconds to notice a run whose process died (CRASHED). A machine that
+  vanishes leaves its run RUNNING for ever, so a running attempt also bumps a heartbeat
+  record on storage; one silent for ``heartbeat_timeout_s`` is marked CRASHED.
 
 Decisions are asynchronous: ``report()`` never waits for the driver; it reads the control
 record and unwinds the trainable once a STOP or PAUSE is there (the driver writes it within
@@ -50,15 +52,12 @@ import json
 import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from tunelib._layout import to_json_value
 from tunelib._lifecycle import Decision
 from tunelib.executor._storage_channel import (
-    _FINAL_TYPES,
-    _UNLIMITED_RETRIES,
     CHECKPOINTS_FILE,
     CONTROL_DIR,
     CONTROL_FILE,
@@ -74,10 +73,13 @@ from tunelib.executor._storage_channel import (
     _write_atomic,
 )
 from tunelib.executor.base import CheckpointRecord, EventKind, TrialEvent, TrialSpec
+from tunelib.prefect.workers_api import PrefectWorkersError  # imports no Prefect
+from tunelib.recording import NullRecorder, Recorder
 
+if TYPE_CHECKING:
+    from tunelib.prefect.workers_api import RunState, WorkersAPI
 
-class PrefectWorkersError(RuntimeError):
-    """The Prefect side of the scale-out executor is not usable (no server, pool, deployment)."""
+__all__ = ["PrefectWorkers", "PrefectWorkersError", "PrefectWorkersExecutor"]
 
 
 @dataclass
@@ -120,13 +122,17 @@ class PrefectWorkers:
     start_timeout_s: float = 180.0
     sync_decisions: bool = False
 
-    def create_executor(self, spec, num_workers: int, payload: bytes) -> "PrefectWorkersExecutor":
+    def create_executor(self, spec, num_workers: int, payload: bytes,
+                        recorder: Optional[Recorder] = None) -> "PrefectWorkersExecutor":
+        """The executor of one experiment; ``recorder`` hears which flow run each trial
+        attempt runs in (``trial_attached``)."""
         if "/" not in self.deployment:
             raise ValueError(
                 f"`deployment` must be '<flow name>/<deployment name>', e.g. 'trial/tunelib-trial', "
                 f"got {self.deployment!r}."
             )
-        return PrefectWorkersExecutor(self, spec, self.max_concurrent or num_workers)
+        return PrefectWorkersExecutor(self, spec, self.max_concurrent or num_workers,
+                                      recorder=recorder)
 
 
 
@@ -148,8 +154,7 @@ class _Run:
         self.decision: Optional[str] = None
         self.answered = 0            # results of this attempt handed to the controller
         self.queued: List[dict] = []
-        self.state_type: Optional[str] = None
-        self.state_message: str = ""
+        self.state: Optional[RunState] = None   # its flow run's, as last read
         self.heartbeat: Optional[str] = None
         self.alive_at: Optional[float] = None   # driver's clock when last seen alive
 
@@ -157,7 +162,8 @@ class _Run:
 class PrefectWorkersExecutor:
     """The executor interface (tunelib.executor.base) over Prefect deployment runs."""
 
-    def __init__(self, config: PrefectWorkers, experiment, capacity: int):
+    def __init__(self, config: PrefectWorkers, experiment, capacity: int,
+                 recorder: Optional[Recorder] = None):
         from tunelib import storage
 
         if capacity < 1:
@@ -172,85 +178,10 @@ class PrefectWorkersExecutor:
         self._capacity = capacity
         self._fs = experiment.fs
         self._runs: Dict[str, _Run] = {}
-        self._client = None
-        self._deployment_id = None
-        self._api_url: Optional[str] = None
+        self._recorder: Recorder = recorder if recorder is not None else NullRecorder()
+        self._api: Optional[WorkersAPI] = None   # from start()
         self._last_state_poll = 0.0
         self._trainable_written: set = set()
-
-    # ------------------------------------------------------------------ Prefect API
-    def _api(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Call the API; retry a server that does not answer, with doubling back-off."""
-        import httpx
-
-        delay = 0.5
-        for attempt in range(1, max(1, self.config.connect_attempts) + 1):
-            try:
-                return fn()
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout,
-                    httpx.RemoteProtocolError) as exc:
-                if attempt >= self.config.connect_attempts:
-                    raise PrefectWorkersError(
-                        f"The Prefect API at {self._api_url} did not answer ({what}) after "
-                        f"{attempt} attempts: {exc!r}. Start it with `prefect server start "
-                        "--host 127.0.0.1 --port 4200` and set PREFECT_API_URL (see "
-                        "deployments/README.md)."
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
-
-    def _connect(self) -> None:
-        from prefect.client.orchestration import SyncPrefectClient
-
-        self._api_url = self.config.api_url or os.environ.get("PREFECT_API_URL")
-        if not self._api_url:
-            from prefect.settings import get_current_settings
-
-            self._api_url = get_current_settings().api.url
-        if not self._api_url:
-            raise PrefectWorkersError(
-                "PrefectWorkers needs a Prefect server that workers share: set PREFECT_API_URL "
-                "(e.g. http://127.0.0.1:4200/api) or PrefectWorkers(api_url=...). See "
-                "deployments/README.md."
-            )
-        self._client = SyncPrefectClient(self._api_url)
-        self._client.__enter__()
-        self._api("connecting", self._healthcheck)
-
-    def _healthcheck(self) -> None:
-        error = self._client.api_healthcheck()
-        if error is not None:
-            raise error
-
-    def _check_pool_and_deployment(self) -> None:
-        from prefect.exceptions import ObjectNotFound
-
-        pool = self.config.work_pool
-        try:
-            self._api("reading the work pool", lambda: self._client.read_work_pool(pool))
-        except ObjectNotFound:
-            raise PrefectWorkersError(
-                f"The Prefect work pool {pool!r} does not exist. Create it with "
-                f"`prefect work-pool create {pool} --type process`, then deploy the trial flow "
-                f"with `python deployments/deploy.py --pool {pool}`."
-            ) from None
-        name = self.config.deployment
-        try:
-            deployment = self._api("reading the deployment",
-                                   lambda: self._client.read_deployment_by_name(name))
-        except ObjectNotFound:
-            raise PrefectWorkersError(
-                f"The deployment {name!r} does not exist. Create it with `python "
-                f"deployments/deploy.py --pool {pool} --name {name.split('/', 1)[1]}` "
-                "(or `prefect --no-prompt deploy --prefect-file deployments/prefect.yaml --all`)."
-            ) from None
-        if deployment.work_pool_name != pool:
-            raise PrefectWorkersError(
-                f"The deployment {name!r} belongs to work pool {deployment.work_pool_name!r}, "
-                f"not {pool!r}: pass PrefectWorkers(work_pool={deployment.work_pool_name!r}) or "
-                f"redeploy with `python deployments/deploy.py --pool {pool}`."
-            )
-        self._deployment_id = deployment.id
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -258,8 +189,11 @@ class PrefectWorkersExecutor:
         return self._capacity
 
     def start(self) -> None:
-        self._connect()
-        self._check_pool_and_deployment()
+        from tunelib.prefect.workers_api import WorkersAPI
+
+        self._api = WorkersAPI(self.config.api_url, self.config.connect_attempts)
+        self._api.connect()
+        self._api.check_pool_and_deployment(self.config.work_pool, self.config.deployment)
 
     def has_free_slot(self) -> bool:
         return sum(1 for r in self._runs.values() if r.active) < self._capacity
@@ -303,15 +237,11 @@ class PrefectWorkersExecutor:
             {"flow_run_id": run.flow_run_id, "seq": run.seq, "spec": spec}))
 
     def _submit(self, run: _Run) -> None:
-        """A new flow run of the trial deployment, as run_deployment(..., timeout=0) makes."""
-        from prefect.client.schemas.objects import FlowRunPolicy
+        """A new flow run of the trial deployment, with the retries the trial has left."""
+        from tunelib.prefect.workers_api import retries_for
 
         spec = run.spec
-        max_failures = self.experiment.max_failures
-        if max_failures < 0:
-            retries = _UNLIMITED_RETRIES
-        else:
-            retries = max(0, max_failures - spec.failure_number)
+        retries = retries_for(self.experiment.max_failures, spec.failure_number)
         parameters = {
             "config": to_json_value(spec.config),
             "tunelib": {
@@ -324,25 +254,13 @@ class PrefectWorkersExecutor:
                 "sync_decisions": self.config.sync_decisions,
             },
         }
-        flow_run = self._api("creating the trial's flow run", lambda: (
-            self._client.create_flow_run_from_deployment(
-                self._deployment_id, parameters=parameters, name=spec.trial_name,
-                tags=[spec.experiment_name, spec.trial_id],
-                idempotency_key=f"tunelib-{spec.trial_id}-{uuid.uuid4().hex}",
-            )))
-        # max_failures is per trial, Prefect's retries per flow run: give this run what is left
-        self._api("setting the trial's retries", lambda: self._client.update_flow_run(
-            flow_run.id, empirical_policy=FlowRunPolicy(retries=retries, retry_delay=0)))
-        run.flow_run_id = str(flow_run.id)
+        run.flow_run_id = self._api.create_trial_run(
+            spec.trial_id, parameters, name=spec.trial_name,
+            tags=[spec.experiment_name, spec.trial_id], retries=retries)
         run.retries_left = retries
-        run.state_type = None
+        run.state = None
         run.alive_at = None
-        try:
-            from flows.recorder import register_external_trial_run
-
-            register_external_trial_run(spec.trial_id, run.flow_run_id)
-        except ImportError:  # flows/ not importable: nothing records the run
-            pass
+        self._recorder.trial_attached(spec.trial_id, run.flow_run_id)
 
     def decide(self, trial_id: str, decision: Decision) -> None:
         run = self._runs.get(trial_id)
@@ -368,27 +286,18 @@ class PrefectWorkersExecutor:
         self._cancel(run)
 
     def _cancel(self, run: _Run) -> None:
-        from prefect.states import Cancelling
-
-        if run.flow_run_id is None or run.state_type in _FINAL_TYPES:
+        if run.flow_run_id is None or (run.state is not None and run.state.final):
             return
-        try:  # the worker owning the process kills it
-            self._api("cancelling a trial's flow run", lambda: self._client.set_flow_run_state(
-                run.flow_run_id, Cancelling(message="stopped by tunelib"), force=True))
-        except Exception:  # shutting down: best effort
-            pass
+        self._api.cancel(run.flow_run_id)  # the worker owning the process kills it
 
     def shutdown(self) -> None:
         for run in self._runs.values():
             if run.active or run.in_place_retry:
                 run.active = False
                 self._cancel(run)
-        if self._client is not None:
-            try:
-                self._client.__exit__(None, None, None)
-            except Exception:
-                pass
-            self._client = None
+        if self._api is not None:
+            self._api.close()
+            self._api = None
 
     # ------------------------------------------------------------------ events
     def poll(self, timeout: float) -> List[TrialEvent]:
@@ -431,7 +340,7 @@ class PrefectWorkersExecutor:
             if run.decision is None and run.tail.grew():
                 return None  # results written just before the end come first
             return self._finish_attempt(run, outcome)
-        if run.state_type in _FINAL_TYPES:
+        if run.state is not None and run.state.final:
             # the flow run ended without an outcome for this attempt: its process died
             if run.decision is None and run.tail.grew():
                 return None
@@ -439,7 +348,7 @@ class PrefectWorkersExecutor:
             run.in_place_retry = False
             text = (
                 f"The Prefect flow run {run.flow_run_id} of trial {run.trial_id} ended "
-                f"{run.state_type} before the trial finished ({run.state_message or 'no message'}):"
+                f"{run.state.type} before the trial finished ({run.state.message or 'no message'}):"
                 " its worker or process died."
             )
             return TrialEvent(EventKind.ERROR, run.trial_id, error_text=text, error=None)
@@ -473,22 +382,16 @@ class PrefectWorkersExecutor:
         return TrialEvent(kind, run.trial_id, checkpoint=checkpoint)
 
     def _poll_states(self, active: List[_Run]) -> None:
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
         self._last_state_poll = time.monotonic()
-        ids = [uuid.UUID(r.flow_run_id) for r in active if r.flow_run_id]
+        ids = [r.flow_run_id for r in active if r.flow_run_id]
         if not ids:
             return
-        flow_runs = self._api("reading the trials' flow run states", lambda: (
-            self._client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))))
-        by_id = {str(fr.id): fr for fr in flow_runs}
+        states = self._api.read_states(ids)
         now = time.monotonic()
         for run in active:
-            fr = by_id.get(run.flow_run_id)
-            if fr is not None and fr.state is not None:
-                run.state_type = fr.state.type.value
-                run.state_message = fr.state.message or ""
-            if run.state_type not in ("PENDING", "RUNNING"):  # queued or over: no clock
+            run.state = states.get(run.flow_run_id, run.state)
+            if run.state is None or run.state.type not in ("PENDING", "RUNNING"):
+                # queued or over: no clock
                 run.alive_at = None
                 continue
             beat = self._read_heartbeat(run)
@@ -513,14 +416,7 @@ class PrefectWorkersExecutor:
             return None
 
     def _mark_crashed(self, run: _Run, silent_s: float) -> None:
-        from prefect.states import Crashed
-
         message = (f"tunelib: no heartbeat from the trial for {silent_s:.0f} s: its worker or "
                    "machine is gone")
-        try:
-            self._api("marking a dead trial's flow run crashed",
-                      lambda: self._client.set_flow_run_state(
-                          run.flow_run_id, Crashed(message=message), force=True))
-        except Exception:  # the error event below is what matters
-            pass
-        run.state_type, run.state_message = "CRASHED", message
+        # best effort: the error event that follows is what matters
+        run.state = self._api.mark_crashed(run.flow_run_id, message)

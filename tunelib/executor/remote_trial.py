@@ -1,6 +1,7 @@
-"""The trial side of the Prefect-workers executor: what the ``trial`` flow (flows/trial.py)
-runs on a ``prefect worker``. It reuses the local worker's trial runner (``_Worker``) with
-storage as the channel to the driver (see ``tunelib.executor.prefect_workers``)."""
+"""The trial side of the Prefect-workers executor: what the ``trial`` flow runs on a
+``prefect worker`` (through ``tunelib.prefect.deployed_trial``). It reuses the local
+worker's trial runner (``_Worker``) with storage as the channel to the driver (see
+``tunelib.executor.prefect_workers``). Imports no Prefect."""
 
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ class _EmbeddedServer:
         env["TUNELIB_PARENT_PID"] = str(os.getpid())
         self.process = subprocess.Popen(
             # uvicorn under a wrapper that exits when this process is gone
-            [sys.executable, "-m", "flows._server_main", "--app-dir", app_dir,
+            [sys.executable, "-m", "tunelib.prefect._server_main", "--app-dir", app_dir,
              "--factory", "prefect.server.api.server:create_app",
              "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],
@@ -233,6 +233,11 @@ class ServerHandle:
             raise RuntimeError(f"could not start the Prefect API: {self.error}") from self.error
         assert self.api_url is not None
         return self.api_url
+
+    @property
+    def booted(self) -> bool:
+        """The start is over: the API answers (``ready``) or it failed (``error``)."""
+        return self._ready.is_set()
 
     @property
     def ready(self) -> bool:

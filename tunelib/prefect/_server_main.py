@@ -1,7 +1,7 @@
 """Runs Prefect's embedded server (uvicorn) for one experiment, and ends it when the driver
 that started it is gone: a driver killed with SIGKILL cannot stop its server itself.
 
-    python -m flows._server_main <uvicorn arguments>     (TUNELIB_PARENT_PID set)
+    python -m tunelib.prefect._server_main <uvicorn arguments>     (TUNELIB_PARENT_PID set)
 """
 
 import os

@@ -1,1 +1,0 @@
-"""Prefect tasks of tunelib (imported lazily; see tasks.iteration)."""

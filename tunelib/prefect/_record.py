@@ -1,0 +1,228 @@
+"""The records of one experiment: which writes each engine event schedules, and in which
+order (runs on the recorder's event loop; see :mod:`tunelib.prefect.recorder`).
+
+Every trial is one lane of the :class:`~tunelib.prefect._op_queue.OpQueue`: its writes
+happen in event order, and each waits for the experiment's flow run (its parent). The
+experiment's own writes are the ``EXPERIMENT`` lane; its final state waits for every trial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Dict, Hashable, List, Optional
+
+from tunelib._lifecycle import ExperimentOutcome, TrialOutcome
+from tunelib.prefect._op_queue import OpQueue
+from tunelib.prefect._payloads import (
+    StateChange,
+    StateKind,
+    StateSpec,
+    hms,
+    iterations_message,
+    jsonable,
+    summary_text,
+    task_run_name,
+)
+from tunelib.prefect._trial_runs import Batch, TrialRun
+from tunelib.prefect._writes import PrefectWrites
+
+log = logging.getLogger("tunelib.recorder")
+
+EXPERIMENT = ("experiment",)   # the experiment's lane (trial lanes are trial ids)
+
+
+class ExperimentRecord:
+    """Turns one experiment's events into ordered writes through ``writes``.
+
+    Failed writes are appended to ``errors`` (and counted in ``stats["writes_failed"]``);
+    they never block the writes after them.
+    """
+
+    def __init__(self, writes: PrefectWrites, stats: Dict[str, Any], errors: List[str]):
+        from prefect.tasks import Task
+
+        from tunelib.prefect.flows import experiment, iteration, trial
+
+        self._writes = writes
+        self._stats = stats
+        self._errors = errors
+        self._ops = OpQueue(self._on_error)
+        self._trials: Dict[str, TrialRun] = {}
+        self._iteration_task = iteration
+        # the subflow's stand-in task run, as Prefect's engine makes it for a child flow run
+        self._subflow_task = Task(name=trial.name, fn=trial.fn)
+        self._flow_names = {"experiment": experiment.name, "trial": trial.name}
+        self._name: Optional[str] = None
+        self._tags: List[str] = []
+        self.experiment_flow_run_id: Optional[str] = None
+        self._created: Optional[asyncio.Task] = None   # the experiment's flow run
+
+    def trial_flow_run_id(self, trial_id: str) -> Optional[str]:
+        tr = self._trials.get(trial_id)
+        return tr.flow_run_id if tr else None
+
+    # ------------------------------------------------------------------ events
+    def experiment_started(self, t: float, name: str, parameters: dict, tags: list) -> None:
+        self._name = name
+        self._tags = list(dict.fromkeys([name, *tags]))
+        self._created = self._ops.schedule(EXPERIMENT, "experiment flow run",
+                                           self._create_experiment(jsonable(parameters or {}), t))
+
+    def trial_attached(self, t: float, trial_id: str, flow_run_id: str) -> None:
+        tr = self._trial(trial_id)
+        self._flush(tr)  # results of the previous run go to that run
+        tr.attach(flow_run_id)
+
+    def trial_started(self, t: float, trial_id: str, trial_name: str, config: dict,
+                      max_failures: int, attempt: int) -> None:
+        tr = self._trial(trial_id, trial_name)
+        tr.name = trial_name
+        self._flush(tr)
+        self._change(tr, t, tr.start(attempt, config, max_failures))
+
+    def trial_result(self, t: float, trial_id: str, result: dict) -> None:
+        self._trial(trial_id).add_result(t, result)
+
+    def trial_failed(self, t: float, trial_id: str, error: str, will_retry: bool) -> None:
+        tr = self._trial(trial_id)
+        self._flush(tr)
+        self._change(tr, t, tr.fail(error, will_retry))
+
+    def trial_paused(self, t: float, trial_id: str) -> None:
+        tr = self._trial(trial_id)
+        self._flush(tr)
+        self._change(tr, t, tr.pause())
+
+    def trial_finished(self, t: float, trial_id: str, outcome: TrialOutcome,
+                       message: str = "") -> None:
+        tr = self._trial(trial_id)
+        self._flush(tr)
+        self._change(tr, t, tr.finish(outcome, message))
+
+    def experiment_finished(self, t: float, outcome: ExperimentOutcome, rows: list) -> None:
+        for tr in self._trials.values():
+            self._flush(tr)
+        self._ops.schedule(EXPERIMENT, "summary artifact and final experiment state",
+                           self._finish_experiment(outcome, jsonable(rows or []), t),
+                           after=self._ops.tails(exclude=[EXPERIMENT]))
+
+    # ------------------------------------------------------------------ coalescing
+    def flush_due(self, window: float, closing: bool) -> None:
+        """Write the buffers whose oldest result waited ``window`` s (all when closing) and
+        whose trial has nothing in flight."""
+        now = time.time()
+        for tr in self._trials.values():
+            oldest = tr.oldest_result_at()
+            if oldest is not None and not self._ops.in_flight(tr.trial_id) and (
+                    closing or now - oldest >= window):
+                self._flush(tr)
+
+    def _flush(self, tr: TrialRun) -> None:
+        batch = tr.take_batch()
+        if batch is not None:
+            self._schedule(tr, batch.describe, self._create_iterations(tr, batch, tr.flow_run_id))
+
+    # ------------------------------------------------------------------ bookkeeping
+    def idle(self) -> bool:
+        return self._ops.idle() and not any(tr.buffer for tr in self._trials.values())
+
+    def cancel(self) -> None:
+        self._ops.cancel()
+
+    def unrecorded(self) -> List[str]:
+        """What is scheduled or buffered and not written yet, per run."""
+        out = [f"experiment: {desc}" for desc in self._ops.pending(EXPERIMENT)]
+        for tr in self._trials.values():
+            parts = self._ops.pending(tr.trial_id)
+            buffered = tr.buffered_description()
+            if buffered:
+                parts.append(buffered)
+            if parts:
+                out.append(f"trial {tr.name}: " + "; ".join(parts))
+        return out
+
+    def _trial(self, trial_id: str, name: Optional[str] = None) -> TrialRun:
+        tr = self._trials.get(trial_id)
+        if tr is None:
+            tr = self._trials[trial_id] = TrialRun(trial_id, name or trial_id)
+        return tr
+
+    def _change(self, tr: TrialRun, t: float, change: Optional[StateChange]) -> None:
+        if change is None:
+            return
+        coro = (self._create_trial(tr, change, t) if change.create
+                else self._set_state(tr, change, t))
+        self._schedule(tr, change.describe, coro)
+
+    def _schedule(self, tr: TrialRun, desc: str, coro) -> None:
+        self._ops.schedule(tr.trial_id, desc, coro, after=[self._created])
+
+    def _on_error(self, lane: Hashable, desc: str, exc: Exception) -> None:
+        who = "experiment" if lane == EXPERIMENT else f"trial {self._trials[lane].name}"
+        self._errors.append(f"{who}: {desc} not recorded: {type(exc).__name__}: {exc}")
+        self._stats["writes_failed"] += 1
+        log.warning("Prefect recording of %s: %s failed: %s", who, desc, exc)
+
+    def _lag_note(self, t: float) -> str:
+        lag = time.time() - t
+        if lag > self._stats["max_lag_s"]:
+            self._stats["max_lag_s"] = round(lag, 3)
+        return f" (at {hms(t)}, recorded {lag:.1f} s later)" if lag > 1.0 else ""
+
+    # ------------------------------------------------------------------ the writes
+    async def _create_experiment(self, parameters: dict, t: float) -> None:
+        state = StateSpec(StateKind.RUNNING, None, "experiment started").with_note(
+            self._lag_note(t))
+        self.experiment_flow_run_id = await self._writes.create_flow_run(
+            self._flow_names["experiment"], self._name, parameters, self._tags, state,
+            idempotency_key=f"tunelib-experiment-{uuid.uuid4().hex}")
+
+    async def _create_trial(self, tr: TrialRun, change: StateChange, t: float) -> None:
+        exp_id = self.experiment_flow_run_id
+        tags = list(dict.fromkeys([*([self._name] if self._name else []), tr.trial_id]))
+        if exp_id is not None:
+            tr.parent_task_run_id = await self._writes.create_task_run(
+                self._subflow_task, exp_id, dynamic_key=tr.trial_id, name=tr.name, tags=tags,
+                state=StateSpec(StateKind.PENDING), task_run_id=str(uuid.uuid4()))
+        tr.flow_run_id = await self._writes.create_flow_run(
+            self._flow_names["trial"], tr.name, {"config": tr.config}, tags,
+            change.state.with_note(self._lag_note(t)),
+            idempotency_key=f"tunelib-trial-{exp_id}-{tr.trial_id}-{uuid.uuid4().hex[:8]}",
+            parent_task_run_id=tr.parent_task_run_id, retries=tr.retries)
+
+    async def _create_iterations(self, tr: TrialRun, batch: Batch,
+                                 flow_run_id: Optional[str]) -> None:
+        # the run the results belong to: known when they were flushed (an attached trial's
+        # current run), else the trial's own run, created by an earlier write of this lane
+        flow_run_id = flow_run_id or tr.flow_run_id
+        if flow_run_id is None:
+            raise RuntimeError("the trial's flow run was not created")
+        await self._writes.create_task_run(
+            self._iteration_task, flow_run_id,
+            dynamic_key=f"{batch.first}-{batch.last}-{batch.seq}",
+            name=task_run_name(batch.first, batch.last),
+            tags=[x for x in (self._name, tr.trial_id) if x],
+            state=StateSpec(StateKind.COMPLETED, None, iterations_message(batch.results)))
+        tr.recorded(batch)
+
+    async def _set_state(self, tr: TrialRun, change: StateChange, t: float) -> None:
+        if tr.flow_run_id is None:
+            raise RuntimeError("the trial's flow run was not created")
+        await self._writes.set_state(tr.flow_run_id, change, self._lag_note(t))
+
+    async def _finish_experiment(self, outcome: ExperimentOutcome, rows: list, t: float) -> None:
+        # trials that were not finished explicitly still have to wait for their writes
+        busy = [task for task in self._ops.tails(exclude=[EXPERIMENT]) if not task.done()]
+        if busy:
+            await asyncio.wait(busy)
+        exp_id = self.experiment_flow_run_id
+        if exp_id is None:
+            raise RuntimeError("the experiment's flow run was not created")
+        await self._writes.create_summary_artifact(self._name or "experiment", rows, exp_id)
+        kind = StateKind.COMPLETED if outcome is ExperimentOutcome.COMPLETED else StateKind.FAILED
+        state = StateSpec(kind, None, f"{len(rows)} trials: {summary_text(rows)}")
+        await self._writes.set_state(exp_id, StateChange(state, "final experiment state",
+                                                         force=True), self._lag_note(t))
