@@ -15,7 +15,6 @@ names; none defines its own. Formats are checked against files Ray itself wrote
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
@@ -102,26 +101,32 @@ def flatten_dict(dt: Dict, delimiter: str = DELIMITER, prevent_delimiter: bool =
                 f"space. Please avoid `{delimiter}` in parameter names."
             )
 
-    dt = copy.copy(dt)
-    for key in dt:
-        check(key)
     nested = (dict, list) if flatten_list else dict
-    while any(isinstance(v, nested) for v in dt.values()):
-        add, remove = {}, []
-        for key, value in dt.items():
-            if isinstance(value, dict):
-                for subkey, v in value.items():
+    # Ray's loop moves each level's nested keys to the end, level by level: the same order,
+    # built in one pass per level (this runs once per reported result)
+    out: Dict = {}
+    level = []
+    for key, value in dt.items():
+        if prevent_delimiter:
+            check(key)
+        if isinstance(value, nested):
+            level.append((str(key), value))
+        else:
+            out[key] = value
+    while level:
+        deeper = []
+        for prefix, value in level:
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for subkey, v in items:
+                if prevent_delimiter:
                     check(subkey)
-                    add[delimiter.join([str(key), str(subkey)])] = v
-                remove.append(key)
-            elif flatten_list and isinstance(value, list):
-                for i, v in enumerate(value):
-                    add[delimiter.join([str(key), str(i)])] = v
-                remove.append(key)
-        dt.update(add)
-        for k in remove:
-            del dt[k]
-    return dt
+                name = f"{prefix}{delimiter}{subkey}"
+                if isinstance(v, nested):
+                    deeper.append((name, v))
+                else:
+                    out[name] = v
+        level = deeper
+    return out
 
 
 def unflatten_dict(dt: Dict[str, Any], delimiter: str = DELIMITER) -> Dict[str, Any]:
