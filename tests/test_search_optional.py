@@ -212,7 +212,6 @@ def test_bayesopt_search_names_the_parameter_it_cannot_convert():
 
 @pytest.mark.parametrize("module, cls, library, message", [
     ("tunelib.search.hebo", "HEBOSearch", "hebo", "HEBO must be installed"),
-    ("tunelib.search.ax", "AxSearch", "ax", "Ax must be installed"),
 ])
 def test_unported_searchers_raise_rays_import_error_or_say_they_are_not_implemented(
         module, cls, library, message):
@@ -227,4 +226,4 @@ def test_unported_searchers_raise_rays_import_error_or_say_they_are_not_implemen
         with pytest.raises(NotImplementedError, match=f"tunelib does not implement {cls}"):
             searcher_cls(metric="loss", mode="min")
     with pytest.raises(ValueError, match="not implemented in tunelib"):
-        create_searcher(library if library != "ax" else "ax")
+        create_searcher(library)

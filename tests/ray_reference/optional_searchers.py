@@ -6,7 +6,9 @@
 tests/test_search_optional.py and tests/test_schedulers_extra.py hold the Ray output of
 this script as literal expected values (produced with Ray 2.60.0, bayesian-optimization
 1.4.3, nevergrad 1.0.3, zoopt 0.4.2, ConfigSpace 1.2.2, hpbandster 0.7.4, scikit-learn
-1.9.1, scipy 1.17.1, numpy 2.4.6, pandas 3.1.1) and compare tunelib's live output with them.
+1.9.1, scipy 1.17.1, numpy 2.4.6, pandas 3.1.1) and compare tunelib's live output with them;
+tests/test_search_ax.py holds the ``ax``/``ax_botorch`` output (ax-platform 1.2.1, botorch
+0.16.1, gpytorch 1.15.2, torch 2.13.0+cpu).
 Each protocol suggests, reports and completes trials in order (ZOOpt: two live at once).
 """
 
@@ -104,6 +106,37 @@ def bohb(lib: str) -> List[Any]:
     searcher = TuneBOHB(seed=3, metric="loss", mode="min")
     searcher.set_search_properties(None, None, {"x": tune.uniform(-5, 5), "y": tune.uniform(0, 1)})
     return drive(searcher, 12, lambda r: dict(r, hyperband_info={"budget": 1}))
+
+
+def _ax_search(lib: str):
+    if lib == "ray":
+        from ray import tune
+        from ray.tune.search.ax import AxSearch
+    else:
+        from tunelib import tune
+        from tunelib.search.ax import AxSearch
+    return tune, AxSearch
+
+
+def ax(lib: str) -> List[Any]:
+    """Ax's seeded Sobol phase (8 trials for 4 tuned parameters), a point to evaluate first,
+    a constant, a nested key, int, log and choice parameters."""
+    tune, AxSearch = _ax_search(lib)
+    searcher = AxSearch(metric="loss", mode="min", random_seed=7, verbose_logging=False,
+                        points_to_evaluate=[{"x": 1.5, "y": 0.5, "n": 2, "m/act": "tanh",
+                                             "c": 3}])
+    space = {"x": tune.uniform(-5, 5), "y": tune.loguniform(1e-3, 1), "n": tune.randint(0, 10),
+             "m": {"act": tune.choice(["relu", "tanh"])}, "c": 3}
+    searcher.set_search_properties(None, None, space)
+    return drive(searcher, 8)
+
+
+def ax_botorch(lib: str) -> List[Any]:
+    """Ax's Sobol phase (5 trials for 2 parameters), then two BoTorch steps."""
+    tune, AxSearch = _ax_search(lib)
+    searcher = AxSearch(metric="loss", mode="min", random_seed=11, verbose_logging=False)
+    searcher.set_search_properties(None, None, {"x": tune.uniform(-5, 5), "y": tune.uniform(0, 1)})
+    return drive(searcher, 7)
 
 
 class _Named:
@@ -219,7 +252,7 @@ def pbt_replay_policy(lib: str) -> Dict[str, Any]:
 
 PROTOCOLS = {"bayesopt": bayesopt, "nevergrad": nevergrad, "zoopt": zoopt, "bohb": bohb,
              "pb2_explore": pb2_explore, "distribute_resources": distribute_resources,
-             "pbt_replay_policy": pbt_replay_policy}
+             "pbt_replay_policy": pbt_replay_policy, "ax": ax, "ax_botorch": ax_botorch}
 
 if __name__ == "__main__":
     which = sys.argv[2:] or list(PROTOCOLS)

@@ -62,6 +62,12 @@ def _import_hyperopt_search():
     return HyperOptSearch
 
 
+def _import_ax_search():
+    from tunelib.search.ax import AxSearch
+
+    return AxSearch
+
+
 def _import_bayesopt_search():
     from tunelib.search.bayesopt import BayesOptSearch
 
@@ -89,6 +95,7 @@ def _import_zoopt_search():
 SEARCH_ALG_IMPORT = {
     "variant_generator": _import_variant_generator,
     "random": _import_variant_generator,
+    "ax": _import_ax_search,
     "bayesopt": _import_bayesopt_search,
     "bohb": _import_bohb_search,
     "hyperopt": _import_hyperopt_search,
@@ -97,14 +104,14 @@ SEARCH_ALG_IMPORT = {
     "zoopt": _import_zoopt_search,
 }
 # Ray has these too; tunelib does not implement them (yet): their libraries could not be
-# installed or tested here (tunelib.search.hebo / .ax raise when created).
-_NOT_IMPLEMENTED = ("ax", "hebo")
+# installed or tested here (tunelib.search.hebo raises when created).
+_NOT_IMPLEMENTED = ("hebo",)
 
 
 def create_searcher(search_alg: str, **kwargs):
     """Instantiate a search algorithm from its name; kwargs it does not take are dropped.
 
-    Names: ``"variant_generator"``/``"random"``, ``"optuna"``, ``"hyperopt"``,
+    Names: ``"variant_generator"``/``"random"``, ``"optuna"``, ``"hyperopt"``, ``"ax"``,
     ``"bayesopt"``, ``"bohb"``, ``"nevergrad"``, ``"zoopt"``.
 
     Example::

@@ -1,8 +1,9 @@
-"""``AxSearch`` (Ray's path ``ray.tune.search.ax``): not ported, see ``ax_search``.
+"""Ax-backed searcher; ``ax`` is imported only when ``AxSearch`` is created.
 
 Example::
 
-    from tunelib.search.ax import AxSearch   # importable; creating one raises
+    from tunelib.search.ax import AxSearch
+    search = AxSearch(metric="loss", mode="min", random_seed=7)
 """
 
 from tunelib.search.ax.ax_search import AxSearch
