@@ -19,6 +19,7 @@ import json
 import math
 import re
 import time
+import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 # --------------------------------------------------------------------------- file names
@@ -213,10 +214,14 @@ def _is_scalar_like(value: Any) -> bool:
 # --------------------------------------------------------------------------- experiment state
 #
 # ``experiment_state-<session>.json`` is Ray's: ``{"trial_data": [[trial_json, runtime_json],
-# ...], "runner_data": {...}, "stats": {...}}``, each pair two JSON *strings*. Only plain
-# JSON fields are written and read (Ray's pickled hex blobs are ignored), so Ray's files and
-# tunelib's read the same way. tunelib's own bookkeeping (latest checkpoint, what retention
-# kept, attempts) sits under the runtime's ``"tunelib"`` key, which Ray ignores.
+# ...], "runner_data": {...}, "stats": {...}}``, each pair two JSON *strings*. tunelib writes
+# every field Ray does, so that Ray's ExperimentAnalysis (and resume) loads tunelib's trials;
+# the fields Ray keeps pickled (resources, storage, checkpoint manager, as hex or as a
+# ``CLOUDPICKLE_FALLBACK`` object) are pickles of Ray's classes written by ``_ray_compat``.
+# Reading uses the plain JSON fields, plus, from Ray's files, the pickled resources and
+# checkpoint manager (read without Ray, by ``_ray_compat``). tunelib's own bookkeeping
+# (latest checkpoint, what retention kept, attempts) sits under the runtime's ``"tunelib"``
+# key, which Ray keeps as it is.
 
 
 def find_experiment_state(fs, experiment_path: str) -> Optional[str]:
@@ -231,26 +236,57 @@ def find_experiment_state(fs, experiment_path: str) -> Optional[str]:
 
 
 def trial_state(trial, max_failures: int, checkpoint_config) -> List[str]:
-    """One ``trial_data`` entry: the trial's (info, runtime) JSON strings."""
+    """One ``trial_data`` entry: the trial's (info, runtime) JSON strings.
+
+    Every field of Ray's own is there, so that Ray's ``Trial.from_json_state`` and
+    ``restore_run_metadata`` load it (Ray's ExperimentAnalysis reads tunelib's experiments):
+    the fields Ray keeps pickled (resources, storage, checkpoint manager) are pickles of
+    Ray's classes, written without Ray by ``_ray_compat``; the ones Ray recomputes or never
+    fills in from a tunelib trial are Ray's defaults.
+    """
+    from tunelib import _ray_compat
     from tunelib._lifecycle import TrialStatus
     from tunelib._retention import best_checkpoints
 
+    config = to_json_value(trial.config)
+    best = best_checkpoints(trial.kept_checkpoints, checkpoint_config)
+    storage_context, manager = _ray_storage_and_checkpoints(trial, best, checkpoint_config)
     info = {
         "stub": False,
         "trainable_name": trial.trainable_name,
         "trial_id": trial.trial_id,
-        "config": to_json_value(trial.config),
+        "storage": _ray_compat.json_fallback(storage_context),
+        "config": config,
+        "_Trial__unresolved_config": config,
         "evaluated_params": to_json_value(trial.evaluated_params),
         "experiment_tag": trial.experiment_tag,
         "stopping_criterion": {},
+        "_setup_default_resource": True,
+        "_default_placement_group_factory": _ray_compat.NONE_HEX,
+        "placement_group_factory": _ray_compat.placement_group_factory_hex(trial.resources),
+        "log_to_file": [None, None],
         "max_failures": max_failures,
+        "_default_result_or_future": None,
+        "export_formats": [],
         "status": trial.status,
         "relative_logdir": trial.dirname,
+        "trial_name_creator": None,
+        "trial_dirname_creator": None,
         "custom_trial_name": trial.custom_trial_name,
         "custom_dirname": None,
         "restore_path": trial.restore_path,
+        "_restore_checkpoint_result": _ray_compat.json_fallback(_ray_compat.training_result(
+            trial.restore_path, {}, "://" not in trial.restore_path)) if trial.restore_path
+        else None,
+        "_state_json": None,
+        "results": _ray_compat.NONE_HEX,
+        "extra_arg": _ray_compat.NONE_HEX,
+        "_resources": _ray_compat.NONE_HEX,
     }
     failed = trial.status == TrialStatus.ERROR or trial.num_failures
+    analysis = getattr(trial, "metric_analysis", None)
+    if not isinstance(analysis, MetricAnalysis):
+        analysis = MetricAnalysis()
     runtime = {
         "start_time": trial.start_time,
         "num_failures": trial.num_failures,
@@ -258,13 +294,16 @@ def trial_state(trial, max_failures: int, checkpoint_config) -> List[str]:
         "error_filename": trial.error_file if failed else None,
         "pickled_error_filename": ERROR_PKL if trial.error_file else None,
         "last_result": to_json_value(trial.last_result),
-        "last_result_time": trial.last_result.get("timestamp"),
-        # Ray's checkpoint manager, pickled in Ray's file, as JSON: what Result.best_checkpoints
-        # lists (worst first), and the latest checkpoint, kept on storage even when it is
-        # not among them; the reader pairs both with the dirs on storage
+        "last_result_time": trial.last_result.get("timestamp", float("-inf")),  # Ray's "none"
+        "metric_analysis": to_json_value(analysis.stats),
+        "_n_steps": list(MetricAnalysis.N_STEPS),
+        "metric_n_steps": analysis.ray_windows(),
+        "checkpoint_manager": _ray_compat.json_fallback(manager),
+        # the checkpoint manager again, as JSON: what Result.best_checkpoints lists (worst
+        # first), and the latest checkpoint, kept on storage even when it is not among
+        # them; the reader pairs both with the dirs on storage
         "best_checkpoints": [
-            {"dir_name": name, "metrics": to_json_value(metrics)}
-            for name, metrics in best_checkpoints(trial.kept_checkpoints, checkpoint_config)
+            {"dir_name": name, "metrics": to_json_value(metrics)} for name, metrics in best
         ],
         "latest_checkpoint_result": (
             {"dir_name": trial.kept_checkpoints[-1][0],
@@ -277,9 +316,211 @@ def trial_state(trial, max_failures: int, checkpoint_config) -> List[str]:
             "next_checkpoint_index": trial.next_checkpoint_index,
             "checkpoint_progress": list(trial.checkpoint_progress),
             "attempts": trial.attempts,
+            # the error survives a disk too full for error.txt (the tail is what matters)
+            "error_msg": (trial.error_msg or "")[-2000:] or None,
+            # the config's objects (tuples, numpy scalars, functions...), which "config"
+            # above can only show as JSON; a resume and the results read them from here
+            "config_pickle": _config_pickle(trial),
         },
     }
-    return [dumps(info, indent=2), dumps(runtime, indent=2)]
+    # one line each (Ray indents them; JSON readers do not care, and it is 3x faster)
+    return [dumps(info), dumps(runtime)]
+
+
+def _ray_storage_and_checkpoints(trial, best, checkpoint_config):
+    """Ray's ``StorageContext`` and ``_CheckpointManager`` of ``trial`` (``best``: its
+    kept checkpoints, worst first), with the absolute paths Ray's readers rebase when the
+    experiment has moved."""
+    from tunelib import _ray_compat, storage
+
+    placed = trial.experiment_storage
+    experiment_path = placed.experiment_fs_path.rstrip("/") if placed is not None else ""
+    local = placed is None or storage.is_local(placed.storage_filesystem)
+    storage_fs_path, _, experiment_dir_name = experiment_path.rpartition("/")
+    results = {name: _ray_compat.training_result(f"{experiment_path}/{trial.dirname}/{name}",
+                                         to_json_value(metrics), local)
+               for name, metrics in trial.kept_checkpoints}
+    latest = results[trial.kept_checkpoints[-1][0]] if trial.kept_checkpoints else None
+    manager = _ray_compat.checkpoint_manager(checkpoint_config,
+                                     [results[name] for name, _ in best if name in results],
+                                     latest)
+    context = _ray_compat.storage_context(storage_fs_path, experiment_dir_name, trial.dirname,
+                                  trial.next_checkpoint_index, local,
+                                  session_str(trial.start_time))
+    return context, manager
+
+
+class MetricAnalysis:
+    """Ray's running statistics of a trial's numeric results (``trial.metric_analysis``):
+    for every flattened key, ``max``, ``min``, ``avg``, ``last`` and the averages of the
+    last 5 and 10 values, kept by Ray's rules (``avg`` weighs by ``training_iteration``),
+    so that Ray's ``ExperimentAnalysis.get_best_trial`` reads a tunelib experiment as its
+    own. Example::
+
+        analysis = MetricAnalysis()
+        analysis.update({"loss": 3.0, "training_iteration": 1})
+        analysis.update({"loss": 1.0, "training_iteration": 2})
+        analysis.stats["loss"]["avg"], analysis.stats["loss"]["last-5-avg"]   # 2.0, 2.0
+    """
+
+    N_STEPS = (5, 10)
+    # Ray's DEBUG_METRICS: reported values that are not metrics
+    _NOT_METRICS = ("trial_id", "experiment_id", "date", "timestamp", "pid", "hostname",
+                    "node_ip", "config")
+
+    def __init__(self, stats: Optional[Dict[str, Dict[str, Any]]] = None,
+                 windows: Optional[Dict[str, Dict[str, List[Any]]]] = None):
+        self.stats: Dict[str, Dict[str, Any]] = stats or {}
+        # metric -> {"5": last 5 values, "10": last 10 values}
+        self.windows: Dict[str, Dict[str, List[Any]]] = windows or {}
+
+    def update(self, result: Dict[str, Any]) -> None:
+        """Take one reported result into the statistics."""
+        import numbers
+
+        step = result.get("training_iteration") or 1
+        values = {k: v for k, v in result.items() if k not in self._NOT_METRICS}
+        for metric, value in flatten_dict(values).items():
+            if isinstance(value, numbers.Number):
+                self._update(metric, value, step)
+
+    def _update(self, metric: str, value: Any, step: int) -> None:
+        stats = self.stats.get(metric)
+        if stats is None:
+            self.stats[metric] = {"max": value, "min": value, "avg": value, "last": value}
+            self.windows[metric] = {str(n): [] for n in self.N_STEPS}
+            stats = self.stats[metric]
+        else:
+            stats.update(max=max(value, stats["max"]), min=min(value, stats["min"]),
+                         avg=1 / step * (value + (step - 1) * stats["avg"]), last=value)
+        for n in self.N_STEPS:
+            window = self.windows[metric][str(n)]
+            window.append(value)
+            del window[:-n]
+            stats[f"last-{n}-avg"] = sum(window) / len(window)
+
+    def ray_windows(self) -> Dict[str, Dict[str, Any]]:
+        """Ray's ``metric_n_steps``: each window a pickled ``collections.deque``."""
+        import collections
+        import pickle
+
+        return {metric: {n: {"_type": "CLOUDPICKLE_FALLBACK",
+                             "value": pickle.dumps(collections.deque(values, maxlen=int(n)),
+                                                   protocol=5).hex()}
+                         for n, values in windows.items()}
+                for metric, windows in self.windows.items()}
+
+    @classmethod
+    def from_runtime(cls, runtime: Dict[str, Any]) -> "MetricAnalysis":
+        """The statistics a runtime state holds (Ray's or tunelib's)."""
+        from tunelib import _ray_compat
+
+        stats = runtime.get("metric_analysis")
+        windows = {}
+        for metric, by_n in (runtime.get("metric_n_steps") or {}).items():
+            try:
+                windows[metric] = {n: list(_ray_compat.loads(bytes.fromhex(blob["value"])))
+                                   for n, blob in by_n.items()}
+            except Exception:  # noqa: BLE001 - a damaged window starts again
+                windows[metric] = {str(n): [] for n in cls.N_STEPS}
+        return cls(stats if isinstance(stats, dict) else {}, windows)
+
+
+# trial -> (its config, that config pickled): the state is saved every few seconds, and a
+# trial's config is replaced (Trial.set_config), never changed in place
+_PICKLED_CONFIGS: "weakref.WeakKeyDictionary[Any, Tuple[Any, Optional[str]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _config_pickle(trial) -> Optional[str]:
+    """The trial's config pickled as text, or None when it cannot be (readers then use
+    the JSON view)."""
+    from tunelib import _pickling
+
+    cached = _PICKLED_CONFIGS.get(trial)
+    if cached is not None and cached[0] is trial.config:
+        return cached[1]
+    try:
+        text: Optional[str] = _pickling.to_text(trial.config)
+    except Exception:  # noqa: BLE001 - the state must be saved whatever a config holds
+        text = None
+    _PICKLED_CONFIGS[trial] = (trial.config, text)
+    return text
+
+
+def exact_config_in(result: Dict[str, Any], config: Any,
+                    json_view: Any = None) -> Dict[str, Any]:
+    """``result`` with its ``config`` (read back as JSON) replaced by ``config``, the
+    trial's unpickled objects, when it is that config's JSON view; a result reported
+    under an earlier config (before a PBT exploit) keeps its own JSON view.
+
+    ``json_view`` is ``config``'s, when the caller has it. The views are also compared
+    without the memory addresses in reprs (``<function <lambda> at 0x7f...>``): the
+    result's config is a copy the trial's process made.
+
+    >>> exact_config_in({"loss": 1, "config": {"t": [1, 2]}}, {"t": (1, 2)})
+    {'loss': 1, 'config': {'t': (1, 2)}}
+    """
+    if "config" not in result:
+        return result
+    view = to_json_value(config) if json_view is None else json_view
+    if view != result["config"] and \
+            _without_addresses(view) != _without_addresses(result["config"]):
+        return result
+    return dict(result, config=config)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _without_addresses(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ADDRESS.sub("", value) if " at 0x" in value else value
+    if isinstance(value, dict):
+        return {k: _without_addresses(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_addresses(v) for v in value]
+    return value
+
+
+def runner_data(*, metric: Optional[str], mode: Optional[str], name: str, session: str,
+                start_time: float, iteration: int, has_errored: bool, should_stop: bool,
+                reuse_actors: bool, fail_fast: Any, max_pending_trials: int,
+                checkpoint_config: Any, has_stopper: bool) -> Dict[str, Any]:
+    """The experiment state's ``runner_data``: Ray's ``TuneController`` attributes (the
+    ones Ray's resume restores; tunelib's values, or the defaults of Ray's controller where
+    tunelib has no such setting), and tunelib's own under ``_tunelib``."""
+    from tunelib import _ray_compat
+
+    data = {
+        "_earliest_stopping_actor": float("inf"),  # Ray's "no actor is being stopped"
+        "_actor_cleanup_timeout": 600,
+        "_actor_force_cleanup_timeout": 10,
+        "_reuse_actors": bool(reuse_actors),
+        "_buffer_length": 1,
+        "_buffer_min_time_s": 0.0,
+        "_buffer_max_time_s": 100.0,
+        "_max_pending_trials": max_pending_trials,
+        "_metric": metric,
+        "_total_time": time.time() - start_time,
+        "_iteration": iteration,
+        "_has_errored": has_errored,
+        "_fail_fast": fail_fast,
+        "_print_trial_errors": True,
+        "_cached_trial_decisions": {},
+        "_queued_trial_decisions": {},
+        "_should_stop_experiment": should_stop,
+        "_start_time": start_time,
+        "_session_str": session,
+        "_checkpoint_period": "auto",
+        "_trial_checkpoint_config": _ray_compat.json_fallback(
+            _ray_compat.checkpoint_config(checkpoint_config)),
+        "_resumed": False,  # Ray sets it itself once it has loaded the state
+        "_tunelib": {"mode": mode, "name": name},
+    }
+    if not has_stopper:  # Ray's resume would replace the stopper it is given by this one
+        data["_stopper"] = _ray_compat.json_fallback(_ray_compat.NOOP_STOPPER)
+    return data
 
 
 def experiment_state(trial_data: List[List[str]], runner_data: Dict[str, Any],
@@ -307,10 +548,12 @@ def index_from_trial_id(trial_id: str) -> int:
 def trials_from_state(state: Dict[str, Any]) -> List[Tuple[Any, Dict[str, Any]]]:
     """Trial records from an experiment state dict (Ray's or tunelib's), with tunelib's
     bookkeeping restored where present; returns ``(trial, runtime)`` pairs."""
+    from tunelib import _ray_compat
     from tunelib._lifecycle import TrialStatus
     from tunelib.trial import Trial
 
     out = []
+    unpickled_failures: List[Tuple[str, BaseException]] = []
     for pair in state.get("trial_data", []):
         t = _json_field(pair[0])
         rt = _json_field(pair[1]) if len(pair) > 1 else {}
@@ -336,29 +579,96 @@ def trials_from_state(state: Dict[str, Any]) -> List[Tuple[Any, Dict[str, Any]]]
             start_time=rt.get("start_time"),
             index=index_from_trial_id(trial_id),
             restore_path=t.get("restore_path"),
+            resources=(_ray_compat.resources_from_placement_group_factory(
+                t.get("placement_group_factory")) or {"cpu": 1.0}),
         )
         trial.checkpoint_dir_name = trial.last_result.get("checkpoint_dir_name")
+        trial.metric_analysis = MetricAnalysis.from_runtime(rt)
         _restore_bookkeeping(trial, rt)
+        _restore_config(trial, rt, t.get("config"), unpickled_failures)
         out.append((trial, rt))
+    if unpickled_failures:
+        _warn_json_configs(unpickled_failures)
     return out
 
 
+def _restore_config(trial, runtime: Dict[str, Any], json_view: Any,
+                    failures: List[Tuple[str, BaseException]]) -> None:
+    """The trial's config as the objects it was given (tunelib's state pickles it beside
+    Ray's JSON view); Ray's files, and pickles that cannot be loaded here, keep the JSON."""
+    from tunelib import _pickling
+
+    own = runtime.get("tunelib")
+    text = own.get("config_pickle") if isinstance(own, dict) else None
+    if not isinstance(text, str):
+        return
+    try:
+        config = _pickling.from_text(text)
+    except Exception as exc:  # noqa: BLE001 - a module missing here, a damaged field
+        failures.append((trial.trial_id, exc))
+        return
+    if isinstance(config, dict):
+        trial.last_result = exact_config_in(trial.last_result, config, json_view)
+        trial.config = config
+
+
+def _warn_json_configs(failures: List[Tuple[str, BaseException]]) -> None:
+    import warnings
+
+    trial_id, exc = failures[0]
+    warnings.warn(
+        f"The pickled configs of {len(failures)} trial(s) cannot be loaded here (trial "
+        f"{trial_id}: {type(exc).__name__}: {exc}); their JSON view in the experiment state is "
+        "used instead, where tuples are lists and objects are strings. Make the modules the "
+        "config values come from importable, then read the experiment again.",
+        RuntimeWarning, stacklevel=3,
+    )
+
+
 def _restore_bookkeeping(trial, runtime: Dict[str, Any]) -> None:
-    """tunelib's own fields of a trial's runtime state (absent in Ray's files)."""
+    """tunelib's own fields of a trial's runtime state (absent in Ray's files, where the
+    kept checkpoints come from Ray's pickled checkpoint manager)."""
     own = runtime.get("tunelib")
     if not isinstance(own, dict):
+        trial.kept_checkpoints = _ray_kept_checkpoints(runtime.get("checkpoint_manager"))
+        if trial.kept_checkpoints:
+            trial.next_checkpoint_index = checkpoint_index(trial.kept_checkpoints[-1][0]) + 1
         return
     trial.checkpoint_dir_name = own.get("checkpoint_dir_name", trial.checkpoint_dir_name)
     trial.next_checkpoint_index = int(own.get("next_checkpoint_index") or 0)
     progress = own.get("checkpoint_progress") or (0, 0.0)
     trial.checkpoint_progress = (int(progress[0]), float(progress[1]))
     trial.attempts = int(own.get("attempts") or 0)
+    trial.error_msg = own.get("error_msg") if trial.status == "ERROR" else None
     recorded = list(runtime.get("best_checkpoints") or [])
     if isinstance(runtime.get("latest_checkpoint_result"), dict):
         recorded.append(runtime["latest_checkpoint_result"])
     metrics = {c["dir_name"]: c.get("metrics") or {} for c in recorded if "dir_name" in c}
     kept = own.get("kept_checkpoints") or list(metrics)
     trial.kept_checkpoints = [(name, metrics.get(name, {})) for name in kept]
+
+
+def _ray_kept_checkpoints(manager_field: Any) -> List[Tuple[str, Dict[str, Any]]]:
+    """``(dir name, metrics)`` of the checkpoints Ray's ``_CheckpointManager`` kept (its
+    best ones and the latest), oldest first; ``[]`` when the field cannot be read."""
+    from tunelib import _ray_compat
+
+    if not (isinstance(manager_field, dict)
+            and manager_field.get("_type") == _ray_compat.CLOUDPICKLE_FALLBACK):
+        return []
+    try:
+        manager = _ray_compat.loads(bytes.fromhex(manager_field["value"]))
+    except Exception:  # noqa: BLE001 - an unreadable manager: the dirs on storage tell
+        return []
+    results = list(getattr(manager, "_checkpoint_results", None) or [])
+    results.append(getattr(manager, "_latest_checkpoint_result", None))
+    kept: Dict[str, Dict[str, Any]] = {}
+    for result in results:
+        path = getattr(getattr(result, "checkpoint", None), "path", None)
+        name = path.rstrip("/").rsplit("/", 1)[-1] if isinstance(path, str) else ""
+        if is_checkpoint_dir_name(name):
+            kept[name] = dict(getattr(result, "metrics", None) or {})
+    return sorted(kept.items(), key=lambda item: checkpoint_index(item[0]))
 
 
 # --------------------------------------------------------------------------- PBT policy logs

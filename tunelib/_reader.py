@@ -6,10 +6,13 @@ One reader serves ``Tuner.fit()``'s ResultGrid, ``Result.from_path``,
 - ``experiment_state-<ts>.json``: ``{"trial_data": [[trial_json, runtime_json], ...]}``;
   only plain-JSON fields are used (Ray's pickled hex blobs are ignored), so Ray's
   files and tunelib's read the same way;
-- per trial: ``params.json``, ``result.json`` (``progress.csv`` as fallback),
+- per trial: ``params.pkl`` (the config's objects; ``params.json``, its JSON view, when it
+  cannot be unpickled here), ``result.json`` (``progress.csv`` as fallback),
   ``checkpoint_NNNNNN/`` dirs, ``error.pkl`` / ``error.txt``.
 
-A killed writer can leave a truncated last line in ``result.json``: it is skipped.
+A killed writer can leave a truncated last line in ``result.json``, and an older writer
+appended after it: a line that is not JSON is skipped, wherever it is, with one warning
+naming the file and the line.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from tunelib._layout import (
     ERROR_FILE,
     ERROR_PKL,
     PARAMS_FILE,
+    PARAMS_PKL,
     PROGRESS_FILE,
     RESULT_FILE,
+    exact_config_in,
     index_from_trial_id,
     is_checkpoint_dir_name,
     unflatten_dict,
@@ -70,20 +75,51 @@ def is_nan_or_inf(value: Any) -> bool:
 
 
 # ---------------------------------------------------------------- result.json
-def _complete_json_lines(data: bytes) -> Tuple[bytes, Dict[str, Any]]:
-    """Keep every whole line, dropping a truncated last one (a writer killed mid-write).
+def _complete_json_lines(data: bytes, path: str = RESULT_FILE) -> Tuple[bytes, Dict[str, Any]]:
+    """Keep every line up to the last one that parses, dropping what follows it (a line
+    cut short by a writer killed mid-write) with a warning naming ``path`` and the line.
 
-    Returns the lines (newline-terminated) and the last complete record, parsed.
+    Returns the lines (newline-terminated) and the last record, parsed.
     """
     data = data.strip(b"\n")
     while data:
         cut = data.rfind(b"\n")
         try:
-            return data + b"\n", json.loads(data[cut + 1:])
+            last = json.loads(data[cut + 1:])
+            if isinstance(last, dict):
+                return data + b"\n", last
         except ValueError:
-            logger.warning("Skipping an incomplete last line in result.json: %r", data[cut + 1:][:80])
-            data = data[:cut] if cut > 0 else b""
+            pass
+        logger.warning("Skipping line %d of %s: it is cut short (its writer stopped "
+                       "mid-line): %r", data.count(b"\n") + 1, path, data[cut + 1:][:80])
+        data = data[:cut] if cut > 0 else b""
     return b"", {}
+
+
+def _json_rows(data: bytes, path: Optional[str]) -> List[Dict[str, Any]]:
+    """The records of ``data``, one a line; a line that is not a JSON object is skipped,
+    with one warning per file naming it and the lines."""
+    rows, bad = [], []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            bad.append((number, str(exc)))
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad.append((number, f"a JSON {type(row).__name__}, not an object"))
+    if len(bad) == 1:
+        logger.warning("Skipping line %d of %s: not a JSON record (%s)", bad[0][0],
+                       path or RESULT_FILE, bad[0][1])
+    elif bad:
+        numbers = ", ".join(str(n) for n, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        logger.warning("Skipping lines %s of %s: not JSON records (line %d: %s)", numbers,
+                       path or RESULT_FILE, *bad[0])
+    return rows
 
 
 def _flatten_table(table: pa.Table) -> pa.Table:
@@ -115,24 +151,25 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return df
 
 
-def _frame_rowwise(data: bytes) -> pd.DataFrame:
-    # Mixed types per key, blank lines, ...: Ray's own (row-wise) reader.
-    rows = [json.loads(line) for line in data.split(b"\n") if line.strip()]
-    return pd.json_normalize(rows, sep=DELIMITER)
+def _frame_rowwise(data: bytes, path: Optional[str] = None) -> pd.DataFrame:
+    # Mixed types per key, blank lines, corrupt lines...: Ray's own (row-wise) reader.
+    return pd.json_normalize(_json_rows(data, path), sep=DELIMITER)
 
 
-def _frame_from_json_lines(data: bytes) -> pd.DataFrame:
+def _frame_from_json_lines(data: bytes, path: Optional[str] = None) -> pd.DataFrame:
     try:
         table = pajson.read_json(io.BytesIO(data), read_options=_JSON_READ_OPTIONS)
         if table.num_rows == data.count(b"\n"):
             return _to_pandas(_flatten_table(table))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    return _frame_rowwise(data)
+    return _frame_rowwise(data, path)
 
 
-def frames_from_json_lines(datas: Sequence[bytes], lasts: Sequence[Dict[str, Any]]) -> List[pd.DataFrame]:
-    """Parse many trials' result.json contents (complete lines) into one frame each.
+def frames_from_json_lines(datas: Sequence[bytes], lasts: Sequence[Dict[str, Any]],
+                           paths: Optional[Sequence[str]] = None) -> List[pd.DataFrame]:
+    """Parse many trials' result.json contents (complete lines) into one frame each;
+    ``paths`` name the files in warnings about corrupt lines.
 
     All trials are parsed in one pyarrow call (per-call overhead dominates for small
     files), then split. A column that is null in part of the combined table is fixed up
@@ -140,8 +177,13 @@ def frames_from_json_lines(datas: Sequence[bytes], lasts: Sequence[Dict[str, Any
     the trial never reported are dropped, integer/bool columns get their dtype back.
     When the trials disagree on a key's type, each is parsed on its own.
     """
+    paths = list(paths) if paths is not None else [None] * len(datas)
+
+    def one_by_one() -> List[pd.DataFrame]:
+        return [_frame_from_json_lines(d, p) for d, p in zip(datas, paths)]
+
     if len(datas) <= 1:
-        return [_frame_from_json_lines(d) for d in datas]
+        return one_by_one()
     counts = [d.count(b"\n") for d in datas]
     try:
         table = pajson.read_json(
@@ -149,9 +191,9 @@ def frames_from_json_lines(datas: Sequence[bytes], lasts: Sequence[Dict[str, Any
             read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 22),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return [_frame_from_json_lines(d) for d in datas]
+        return one_by_one()
     if table.num_rows != sum(counts):
-        return [_frame_from_json_lines(d) for d in datas]
+        return one_by_one()
     table = _flatten_table(table)
     nullable = {n: c.type for n, c in zip(table.column_names, table.columns) if c.null_count}
     df = _to_pandas(table)
@@ -254,8 +296,11 @@ def _checkpoint_metrics(json_data: Optional[bytes], df: pd.DataFrame, names: Seq
             token, end = json.dumps(name).encode(), len(json_data)
             while (pos := json_data.rfind(token, 0, end)) >= 0:
                 start = json_data.rfind(b"\n", 0, pos) + 1
-                row = json.loads(json_data[start:json_data.index(b"\n", pos)])
-                if row.get("checkpoint_dir_name") == name:
+                try:
+                    row = json.loads(json_data[start:json_data.index(b"\n", pos)])
+                except ValueError:  # a corrupt line (warned about with the frame)
+                    row = {}
+                if isinstance(row, dict) and row.get("checkpoint_dir_name") == name:
                     out[name] = row
                     break
                 end = start
@@ -283,15 +328,38 @@ def _read_raw(fs: pafs.FileSystem, path: str, read_params: bool) -> _RawTrial:
     entries = storage.list_dir(fs, path)
     raw = _RawTrial(path, entries)
     if RESULT_FILE in entries:
-        raw.json_data, raw.last = _complete_json_lines(storage.read_bytes(fs, storage.join(path, RESULT_FILE)))
+        result_file = storage.join(path, RESULT_FILE)
+        raw.json_data, raw.last = _complete_json_lines(storage.read_bytes(fs, result_file),
+                                                       result_file)
     elif PROGRESS_FILE in entries:
         raw.csv_text = storage.read_text(fs, storage.join(path, PROGRESS_FILE))
-    if read_params and PARAMS_FILE in entries:
+    if read_params:
+        raw.config = _read_config(fs, path, entries)
+        if raw.config is not None:
+            raw.last = exact_config_in(raw.last, raw.config)
+    return raw
+
+
+def _read_config(fs: pafs.FileSystem, path: str, entries: List[str]) -> Optional[Dict[str, Any]]:
+    """The trial's config: params.pkl's objects when they unpickle here (a module the
+    config's values come from may be missing), else params.json's JSON view."""
+    from tunelib import _pickling
+
+    if PARAMS_PKL in entries:
         try:
-            raw.config = json.loads(storage.read_text(fs, storage.join(path, PARAMS_FILE)))
+            config = _pickling.loads(storage.read_bytes(fs, storage.join(path, PARAMS_PKL)))
+            if isinstance(config, dict):
+                return config
+        except Exception as exc:  # noqa: BLE001 - anything unpickling can raise
+            logger.debug("%s cannot be unpickled here (%r); reading %s", PARAMS_PKL, exc,
+                         PARAMS_FILE)
+    if PARAMS_FILE in entries:
+        try:
+            config = json.loads(storage.read_text(fs, storage.join(path, PARAMS_FILE)))
+            return config if isinstance(config, dict) else None
         except ValueError:
             pass
-    return raw
+    return None
 
 
 def _csv_frame(text: str) -> Tuple[pd.DataFrame, Dict[str, Any]]:
@@ -337,7 +405,8 @@ def read_trial_dirs(fs: pafs.FileSystem, paths: Sequence[str], read_params: bool
         with ThreadPoolExecutor(min(_MAX_READ_THREADS, len(paths))) as pool:
             raws = list(pool.map(lambda p: _read_raw(fs, p, read_params), paths))
     with_json = [r for r in raws if r.json_data]
-    frames = frames_from_json_lines([r.json_data for r in with_json], [r.last for r in with_json])
+    frames = frames_from_json_lines([r.json_data for r in with_json], [r.last for r in with_json],
+                                    [storage.join(r.path, RESULT_FILE) for r in with_json])
     by_id = {id(r): f for r, f in zip(with_json, frames)}
     out = []
     for raw in raws:

@@ -8,18 +8,26 @@ before ``report()`` returns, whatever happens to the driver. Three backends:
   text files are rewritten whole, at most every ``flush_period_s`` and when the trial ends;
 - ``ForwardBackend``: for storage only the driver's process can see (``memory://``): each
   operation is sent to the driver, which applies it with an ``FsBackend``.
+
+Files stay whole: ``result.json`` and ``progress.csv`` are cut back to their last complete
+line (row) before a new attempt appends to them, an append that fails midway (a full disk)
+is taken back, and a failed write raises ``StorageWriteError``, naming the file and the
+cause, which the trial reports as its error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import pickle
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import weakref
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from tunelib import _pickling
 from tunelib._layout import (
     ERROR_FILE,
     ERROR_PKL,
@@ -35,27 +43,164 @@ from tunelib._retention import select_kept
 from tunelib.executor._messages import StorageOp, StorageOpKind
 from tunelib.executor.base import CheckpointRecord
 
+# --------------------------------------------------------------------------- whole lines
+
+# the files a trial appends to, line by line (progress.csv: row by row)
+APPENDED_FILES = (RESULT_FILE, PROGRESS_FILE)
+_TAIL_CHUNK = 1 << 16
+
+
+class StorageWriteError(OSError):
+    """A trial's file could not be written (a full disk, lost permissions, a storage
+    error). Its message names the file and the cause; ``errno`` is the cause's.
+
+    >>> str(StorageWriteError(28, "No space left on device", "/r/t/result.json"))[:65]
+    'Could not write /r/t/result.json: No space left on device. What t'
+    """
+
+    def __str__(self) -> str:
+        return (
+            f"Could not write {self.filename}: {self.strerror}. What the trial wrote before "
+            "is intact on storage; free space (or fix the storage), then resume the "
+            "experiment, e.g. Tuner.restore(path, trainable, resume_errored=True)."
+        )
+
+
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """Turn an OSError of the writes inside into a ``StorageWriteError`` naming ``path``."""
+    try:
+        yield
+    except StorageWriteError:
+        raise
+    except OSError as exc:
+        raise StorageWriteError(exc.errno, exc.strerror or str(exc), path) from exc
+
+
+def complete_length(data: bytes, csv_rows: bool = False) -> int:
+    """How many bytes of ``data`` are complete lines: up to and including the last newline;
+    with ``csv_rows``, the last newline outside a quoted field (a string metric may hold
+    newlines; CSV doubles the quotes inside a field, so an even count of quotes before a
+    newline means it ends a row).
+
+    >>> complete_length(b'{"a": 1}\\n{"a"')
+    9
+    >>> complete_length(b'a,b\\r\\n1,"x\\ny', csv_rows=True)
+    5
+    """
+    pos = data.rfind(b"\n")
+    if not csv_rows or pos < 0:
+        return pos + 1
+    quotes, cursor = data.count(b'"', 0, pos), pos
+    while pos >= 0:
+        quotes -= data.count(b'"', pos, cursor)
+        cursor = pos
+        if quotes % 2 == 0:
+            return pos + 1
+        pos = data.rfind(b"\n", 0, pos)
+    return 0
+
+
+def _local_complete_length(f, csv_rows: bool) -> int:
+    size = f.seek(0, os.SEEK_END)
+    if csv_rows:  # quotes are counted from the start: the whole file is read
+        f.seek(0)
+        return complete_length(f.read(), csv_rows=True)
+    end = size
+    while end > 0:  # result.json can be large: read its tail only
+        start = max(0, end - _TAIL_CHUNK)
+        f.seek(start)
+        pos = f.read(end - start).rfind(b"\n")
+        if pos >= 0:
+            return start + pos + 1
+        end = start
+    return 0
+
+
+def cut_back_to_complete_lines(fs, path: str) -> int:
+    """Cut the file at ``(fs, path)`` back to its last complete line (row, for
+    ``progress.csv``): what a writer killed mid-line, or stopped by a full disk, left
+    after it must not run into the next line appended. Returns the bytes cut off (0 when
+    the file is whole or absent).
+
+    ``fs`` None means the local filesystem.
+    """
+    from tunelib import storage
+
+    csv_rows = os.path.basename(path) == PROGRESS_FILE
+    with _writing(path):
+        if fs is None or storage.is_local(fs):
+            try:
+                with open(path, "rb+") as f:
+                    size = f.seek(0, os.SEEK_END)
+                    keep = _local_complete_length(f, csv_rows)
+                    if keep < size:
+                        f.truncate(keep)
+                    return size - keep
+            except FileNotFoundError:
+                return 0
+        if not storage.exists(fs, path):
+            return 0
+        data = storage.read_bytes(fs, path)
+        keep = complete_length(data, csv_rows)
+        if keep < len(data):
+            storage.write_bytes(fs, path, data[:keep])
+        return len(data) - keep
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append all of ``data``, or nothing: a write that fails midway is taken back."""
+    view, written = memoryview(data), 0
+    try:
+        while written < len(data):
+            written += os.write(fd, view[written:])
+    except OSError:
+        if written:  # shrinking a file works on a full disk too
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+        raise
+
+
+def _close_all(fds: Dict[str, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
+
+
 # --------------------------------------------------------------------------- backends
 
 
 class LocalBackend:
-    """Files on the local filesystem; text files stay open for appending."""
+    """Files on the local filesystem; appended files stay open, each append one write."""
 
     def __init__(self, root: str):
         self.root = root
-        os.makedirs(root, exist_ok=True)
-        self._handles: Dict[str, io.TextIOWrapper] = {}
+        with _writing(root):
+            os.makedirs(root, exist_ok=True)
+        self._fds: Dict[str, int] = {}
+        # a writer whose trial failed before close() (its error files did not fit either)
+        weakref.finalize(self, _close_all, self._fds)
+        self._whole: set = set()   # appended files already cut back to whole lines
+
+    def _open(self, rel: str) -> str:
+        path = os.path.join(self.root, rel)
+        if rel in APPENDED_FILES and rel not in self._whole:
+            cut_back_to_complete_lines(None, path)
+            self._whole.add(rel)
+        return path
 
     def append_text(self, rel: str, text: str) -> None:
-        handle = self._handles.get(rel)
-        if handle is None:
-            handle = self._handles[rel] = open(os.path.join(self.root, rel), "a", encoding="utf-8")
-        handle.write(text)
-        handle.flush()
+        path = self._open(rel)
+        with _writing(path):
+            fd = self._fds.get(rel)
+            if fd is None:
+                fd = self._fds[rel] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            _append_whole(fd, text.encode("utf-8"))
 
     def read_text(self, rel: str) -> Optional[str]:
         try:
-            with open(os.path.join(self.root, rel), encoding="utf-8") as f:
+            with open(self._open(rel), encoding="utf-8") as f:
                 return f.read()
         except FileNotFoundError:
             return None
@@ -63,28 +208,37 @@ class LocalBackend:
     def write_bytes(self, rel: str, data: bytes) -> None:
         path = os.path.join(self.root, rel)
         tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        with _writing(path):
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
     def upload_dir(self, local_dir: str, rel: str) -> None:
         # copy, then rename: a process killed mid-copy leaves no half checkpoint behind
         dest = os.path.join(self.root, rel)
         tmp = f"{dest}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(local_dir, tmp)
-        if os.path.exists(dest):
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
+        with _writing(dest):
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                shutil.copytree(local_dir, tmp)
+            except OSError:  # shutil.Error too
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            if os.path.exists(dest):
+                shutil.rmtree(dest)
+            os.rename(tmp, dest)
 
     def delete_dir(self, rel: str) -> None:
         shutil.rmtree(os.path.join(self.root, rel), ignore_errors=True)
 
     def flush(self, final: bool = False) -> None:
         if final:
-            for handle in self._handles.values():
-                handle.close()
-            self._handles.clear()
+            _close_all(self._fds)
 
 
 class FsBackend:
@@ -100,7 +254,8 @@ class FsBackend:
         self._texts: Dict[str, List[str]] = {}
         self._dirty: set = set()
         self._last_flush = 0.0
-        fs.create_dir(self.root, recursive=True)
+        with _writing(self.root):
+            fs.create_dir(self.root, recursive=True)
 
     def _path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -110,7 +265,10 @@ class FsBackend:
             return "".join(self._texts[rel])
         if not self._storage.exists(self.fs, self._path(rel)):
             return None
-        return self._storage.read_text(self.fs, self._path(rel))
+        data = self._storage.read_bytes(self.fs, self._path(rel))
+        if rel in APPENDED_FILES:  # whole lines only; the next flush writes them back so
+            data = data[:complete_length(data, csv_rows=rel == PROGRESS_FILE)]
+        return data.decode("utf-8")
 
     def append_text(self, rel: str, text: str) -> None:
         chunks = self._texts.get(rel)
@@ -123,19 +281,22 @@ class FsBackend:
             self.flush()
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        self._storage.write_bytes(self.fs, self._path(rel), data)
+        with _writing(self._path(rel)):
+            self._storage.write_bytes(self.fs, self._path(rel), data)
 
     def upload_dir(self, local_dir: str, rel: str) -> None:
-        self._storage.delete_dir(self.fs, self._path(rel))
-        self._storage.upload_dir(local_dir, self.fs, self._path(rel))
+        with _writing(self._path(rel)):
+            self._storage.delete_dir(self.fs, self._path(rel))
+            self._storage.upload_dir(local_dir, self.fs, self._path(rel))
 
     def delete_dir(self, rel: str) -> None:
         self._storage.delete_dir(self.fs, self._path(rel))
 
     def flush(self, final: bool = False) -> None:
         for rel in sorted(self._dirty):
-            self._storage.write_text(self.fs, self._path(rel), "".join(self._texts[rel]))
-        self._dirty.clear()
+            with _writing(self._path(rel)):
+                self._storage.write_text(self.fs, self._path(rel), "".join(self._texts[rel]))
+            self._dirty.discard(rel)
         self._last_flush = time.monotonic()
 
 
@@ -219,14 +380,9 @@ class TrialWriter:
                 self._csv_fields = next(csv.reader(io.StringIO(existing)), None)
 
     def write_params(self, config: Dict[str, Any]) -> None:
+        """params.json, Ray's JSON view of the config, and params.pkl, its objects."""
         self.backend.write_bytes(PARAMS_FILE, dumps(config, indent=2, sort_keys=True).encode())
-        try:
-            data = pickle.dumps(config)
-        except Exception:  # configs holding functions: cloudpickle knows them
-            import cloudpickle
-
-            data = cloudpickle.dumps(config)
-        self.backend.write_bytes(PARAMS_PKL, data)
+        self.backend.write_bytes(PARAMS_PKL, _pickling.dumps(config))
 
     def append_result(self, result: Dict[str, Any]) -> None:
         self.backend.append_text(RESULT_FILE, dumps(result) + "\n")

@@ -108,7 +108,7 @@ class ExperimentAnalysis:
             file_it = data.last_result.get(TRAINING_ITERATION, -1)
             state_it = trial.last_result.get(TRAINING_ITERATION, -1) if trial.last_result else -1
             if data.last_result and (not trial.last_result or file_it > state_it):
-                trial.last_result = data.last_result
+                trial.last_result = _layout.exact_config_in(data.last_result, trial.config)
             self._apply_recorded_checkpoints(trial, data)
             if data.latest_checkpoint is not None:
                 trial.checkpoint = data.latest_checkpoint

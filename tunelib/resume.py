@@ -56,11 +56,25 @@ def load_trials(fs, experiment_path: str, policy: ResumePolicy) -> Tuple[List[T.
     state = json.loads(storage.read_text(fs, state_file))
     trials = []
     for trial, _runtime in _layout.trials_from_state(state):
-        if _apply_policy(trial, policy) == RESUME:
+        action = _apply_policy(trial, policy)
+        if action != SKIP and trial.dirname:
+            _cut_back_appended_files(fs, storage.join(experiment_path, trial.dirname))
+        if action == RESUME:
             _catch_up_with_storage(fs, storage.join(experiment_path, trial.dirname), trial)
         trials.append(trial)
     prefix = trials[0].trial_id.rsplit("_", 1)[0] if trials else ""
     return trials, prefix
+
+
+def _cut_back_appended_files(fs, trial_path: str) -> None:
+    """A trial that runs again appends to result.json and progress.csv: what a killed
+    writer or a full disk left after their last complete line (row) goes first, so that
+    no new line runs into it."""
+    from tunelib import storage
+    from tunelib._trial_writer import APPENDED_FILES, cut_back_to_complete_lines
+
+    for name in APPENDED_FILES:
+        cut_back_to_complete_lines(fs, storage.join(trial_path, name))
 
 
 def _catch_up_with_storage(fs, trial_path: str, trial: T.Trial) -> None:
@@ -74,8 +88,8 @@ def _catch_up_with_storage(fs, trial_path: str, trial: T.Trial) -> None:
     except (OSError, ValueError):
         return
     reported = [(c, m) for c, m in data.checkpoints if m.get("training_iteration") is not None]
-    if data.last_result:
-        trial.last_result = data.last_result
+    if data.last_result:  # its config as the trial's objects, not result.json's JSON view
+        trial.last_result = _layout.exact_config_in(data.last_result, trial.config)
     if not reported:
         return
     names = [c.path.rstrip("/").rsplit("/", 1)[-1] for c, _ in data.checkpoints]

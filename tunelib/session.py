@@ -134,7 +134,7 @@ class TrialSession:
             raise TypeError(
                 f"`metrics` passed to report() must be a dict, got {type(metrics).__name__}."
             )
-        result = self._autofill(metrics, function_style)
+        result = self._autofill(plain_numbers(metrics), function_style)
         record = None
         if checkpoint is not None:
             local = _local_checkpoint_dir(checkpoint)
@@ -146,6 +146,41 @@ class TrialSession:
         self.writer.append_result(result)
         self.last_result = result
         return self._send_result(result, record)
+
+
+def plain_numbers(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """``metrics`` with numpy's numeric scalars (nested dicts too) as Python's bool, int and
+    float: the values the driver, the schedulers and ``Result.metrics`` see are the ones
+    result.json holds (``np.longdouble`` has no JSON of its own). Arrays stay arrays.
+
+    >>> import numpy as np
+    >>> plain_numbers({"acc": np.float32(0.5), "n": {"steps": np.int64(3)}})
+    {'acc': 0.5, 'n': {'steps': 3}}
+    """
+    out = None
+    for key, value in metrics.items():
+        plain = _plain_number(value)
+        if plain is not value:
+            if out is None:
+                out = dict(metrics)
+            out[key] = plain
+    return metrics if out is None else out
+
+
+def _plain_number(value: Any) -> Any:
+    if isinstance(value, dict):
+        return plain_numbers(value)
+    if type(value).__module__ != "numpy":
+        return value
+    import numpy as np
+
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value  # arrays, complex, datetime64...: the JSON encoder's
 
 
 def _insert_after(d: Dict[str, Any], anchor: str, key: str, value) -> Dict[str, Any]:

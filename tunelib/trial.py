@@ -136,6 +136,8 @@ class Trial:
     # who ended the trial early, and why (None: it ran until its trainable returned)
     stopped_by: Optional[StoppedBy] = None
     stop_reason: str = ""
+    # Ray's running statistics of the numeric results (what Ray's get_best_trial reads)
+    metric_analysis: Any = field(default=None, repr=False)
     # where the experiment lives (trial_dir_name unset: ``dirname`` says that); set by
     # whoever places the trial (the controller, a reader) through ``set_storage``
     experiment_storage: Optional[StorageContext] = field(default=None, repr=False)
@@ -188,6 +190,11 @@ class Trial:
         if self.experiment_tag:
             result.update(experiment_tag=self.experiment_tag)
         self.last_result = result
+        if self.metric_analysis is None:
+            from tunelib._layout import MetricAnalysis
+
+            self.metric_analysis = MetricAnalysis()
+        self.metric_analysis.update(result)
 
     # ------------------------------------------------------------------ where it lives
     @property
