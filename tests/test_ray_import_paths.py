@@ -79,16 +79,6 @@ RAY_PATHS = {
 # What tunelib does not provide, and why. Remove a line when the name is implemented:
 # the test fails while a listed name imports at Ray's path.
 KNOWN_MISSING = {
-    # progress reporting and logger callbacks: tunelib prints its own progress and every
-    # trial writes Ray's files itself; Ray's classes are being ported in another issue
-    ("ray.tune", "CLIReporter"), ("ray.tune", "JupyterNotebookReporter"),
-    ("ray.tune", "ProgressReporter"),
-    ("ray.tune.progress_reporter", "CLIReporter"),
-    ("ray.tune.progress_reporter", "JupyterNotebookReporter"),
-    ("ray.tune.progress_reporter", "ProgressReporter"),
-    ("ray.tune.logger", "LoggerCallback"), ("ray.tune.logger", "pretty_print"),
-    ("ray.tune.logger", "CSVLoggerCallback"), ("ray.tune.logger", "JsonLoggerCallback"),
-    ("ray.tune.logger", "TBXLoggerCallback"),
     # RLlib's environments
     ("ray.tune", "register_env"), ("ray.tune.registry", "register_env"),
     # Ray's execution internals: a function trainable is not wrapped into a class here

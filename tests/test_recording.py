@@ -357,8 +357,8 @@ async def _check(api_url, exp_name, r):
         # (client.read_artifacts sends "flow_runs": null, which this server rejects)
         resp = await client._client.post("/artifacts/filter", json={
             "artifacts": {"flow_run_id": {"any_": [str(exp.id)]}}, "limit": 50})
-        arts = [Artifact.model_validate(a) for a in resp.json()]
-        assert len(arts) == 1 and arts[0].type == "table"
-        assert arts[0].key == "e2e-rec-summary"
-        assert "train_fn_" in str(arts[0].data)
+        arts = {a.key: a for a in (Artifact.model_validate(a) for a in resp.json())}
+        assert set(arts) == {"e2e-rec-leaderboard", "e2e-rec-progress", "e2e-rec-curves"}
+        assert arts["e2e-rec-leaderboard"].type == "table"
+        assert "train_fn_" in str(arts["e2e-rec-leaderboard"].data)
     print("recorder stats:", r.stats)

@@ -12,7 +12,6 @@ from tunelib import tune
 
 IGNORED = [
     (tune.RunConfig, "sync_config", tune.SyncConfig()),
-    (tune.RunConfig, "progress_reporter", object()),
     (tune.TuneConfig, "chdir_to_trial_dir", True),
     (tune.CheckpointConfig, "_checkpoint_keep_all_ranks", True),
     (tune.CheckpointConfig, "_checkpoint_upload_from_workers", False),
@@ -34,6 +33,7 @@ def test_defaults_and_honoured_fields_do_not_warn(tmp_path):
         tune.RunConfig()
         tune.RunConfig(name="exp", storage_path=str(tmp_path), log_to_file=True, verbose=0,
                        stop={"training_iteration": 2}, callbacks=[],
+                       progress_reporter=tune.CLIReporter(),
                        failure_config=tune.FailureConfig(max_failures=1, fail_fast=True),
                        checkpoint_config=tune.CheckpointConfig(num_to_keep=2,
                                                                checkpoint_frequency=1,

@@ -31,6 +31,17 @@ def dumps(obj: Any) -> bytes:
     return cloudpickle.dumps(obj)
 
 
+def send(conn, message: Any) -> None:
+    """Send ``message`` over a ``multiprocessing`` connection: with the plain pickler (the
+    fast path, every result), else with cloudpickle (a lambda or a class defined in the
+    user's script in a config, as Ray sends them). The receiving ``recv()`` reads both."""
+    try:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        data = dumps(message)
+    conn.send_bytes(data)
+
+
 def loads(data: bytes) -> Any:
     """The inverse of :func:`dumps` (plain ``pickle.loads``: cloudpickle output needs no more)."""
     return pickle.loads(data)

@@ -170,8 +170,6 @@ class RunConfig:
         "sync_config": "results and checkpoints are written straight to `storage_path`, so "
                        "there is nothing to sync (and files a trial writes in its working "
                        "directory are not uploaded)",
-        "progress_reporter": "progress is printed by tunelib's own reporter (`verbose=0` "
-                             "silences it)",
     }
 
     def __post_init__(self):

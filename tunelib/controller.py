@@ -4,6 +4,12 @@ The controller asks the search algorithm for configs while workers are free, han
 to the executor, and answers every reported result with the decision of the stopper and
 the scheduler. It never touches Prefect: what happens is told to a ``Recorder`` (cheap,
 queued calls), which is the only thing that writes to Prefect.
+
+The experiment state (``experiment_state-*.json`` and the search algorithm's state) is
+saved when the experiment starts, before a trial created since the last save starts (so a
+resumed experiment knows every trial that wrote a file), after a failure, every few
+seconds, and at the end. ``request_stop`` (a stop signal, a cancel) ends the experiment
+with its unfinished trials saved as they are, to be resumed from their latest checkpoints.
 """
 
 from __future__ import annotations
@@ -11,13 +17,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tunelib import _layout
 from tunelib import trial as T
-from tunelib._layout import ERROR_FILE, flatten_dict, to_json_value
+from tunelib._callbacks import CallbackList
+from tunelib._layout import ERROR_FILE, ERROR_PKL, PARAMS_FILE, flatten_dict, to_json_value
 from tunelib._lifecycle import (
     Decision,
     ExperimentOutcome,
@@ -25,7 +33,7 @@ from tunelib._lifecycle import (
     TrialOutcome,
     TrialStatus,
 )
-from tunelib._progress import progress_line, status_counts
+from tunelib._status_table import status_counts
 from tunelib.error import TuneError
 from tunelib.executor.base import CheckpointRecord, EventKind, TrialEvent, TrialSpec
 
@@ -39,7 +47,6 @@ if TYPE_CHECKING:  # the collaborators' protocols and bases (no import cost at r
 logger = logging.getLogger("tunelib")
 
 _STATE_SAVE_PERIOD_S = 5.0
-_PROGRESS_PERIOD_S = 5.0
 
 
 @dataclass
@@ -89,7 +96,9 @@ class Controller:
         self.search_alg = search_alg
         self.scheduler = scheduler
         self.stopper = stopper
-        self.callbacks = list(callbacks or [])
+        # Ray's hooks, called in Ray's order (tunelib._callbacks); the reporter is one too
+        self.callbacks = callbacks if isinstance(callbacks, CallbackList) \
+            else CallbackList(callbacks or [], fail_fast=spec.fail_fast)
         self.trials: List[T.Trial] = []
         self._by_id: Dict[str, T.Trial] = {}
         self._running: Dict[str, T.Trial] = {}
@@ -97,9 +106,11 @@ class Controller:
         self._search_finished = False
         self._stop_all = False
         self._stop_reason = ""
+        # why the experiment was interrupted (a stop signal, Prefect's Cancel): it ends with
+        # its unfinished trials as they are, resumable
+        self.interrupted: Optional[str] = None
         self._fatal: Optional[BaseException] = None
         self._last_state_save = 0.0
-        self._last_progress = time.monotonic()
         self._start = time.time()
         self._iteration = 0
         # decisions a scheduler asked for on trials other than the one it was deciding on
@@ -108,6 +119,7 @@ class Controller:
         self._max_pending = _max_pending_trials(search_alg)
         self._numbered_ids = _numbers_its_trials(search_alg)
         # trials of an earlier run of this experiment (Tuner.restore / resume=True)
+        self._restored = {trial.trial_id for trial in restored_trials or []}
         for trial in restored_trials or []:
             trial.set_storage(T.StorageContext(spec.fs, spec.experiment_path))
             self.trials.append(trial)
@@ -116,6 +128,10 @@ class Controller:
             self._id_prefix = id_prefix
         self._started_here: set = set()
         self._policy_entries_written = 0
+        self._state_save_warned: set = set()
+        # trials created since the state was last saved: saved before any of them starts
+        self._unsaved: set = set()
+        self._finished_states: Dict[str, Tuple[tuple, List[str]]] = {}  # see _trial_data
 
     # ------------------------------------------------------------------ SchedulerController
     def get_trials(self) -> List[T.Trial]:
@@ -157,19 +173,32 @@ class Controller:
         self.pause_trial(trial, should_checkpoint=False)
         return True
 
+    def request_stop(self, reason: str) -> None:
+        """End the experiment soon, resumably (a stop signal, a cancel): running trials
+        are stopped where they are and saved unfinished, as Ray saves them on Ctrl-C.
+        Only sets a flag: safe from a signal handler or another thread."""
+        if self.interrupted is None:
+            self.interrupted = reason
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
         spec = self.spec
+        self.callbacks.setup(num_samples=spec.num_samples, time_budget_s=spec.time_budget_s,
+                             total_num_samples=self.search_alg.total_samples)
         for trial in self.trials:  # restored trials that will run again
             if trial.status == TrialStatus.PENDING:
                 self.scheduler.on_trial_add(self, trial)
         self.recorder.experiment_started(
             spec.name, {"param_space": to_json_value(spec.param_space),
                         "num_samples": spec.num_samples,
-                        "metric": spec.metric, "mode": spec.mode}, [spec.name],
+                        "metric": spec.metric, "mode": spec.mode,
+                        "total_trials": self.search_alg.total_samples,
+                        "experiment_path": spec.experiment_uri}, [spec.name],
         )
+        self.save_state()  # the experiment is resumable from its very start
         try:
-            while True:
+            while self.interrupted is None:
+                self.callbacks.on_step_begin(iteration=self._iteration, trials=self.trials)
                 self._check_budget()
                 self._launch_trials()
                 if self._fatal is not None:
@@ -186,24 +215,41 @@ class Controller:
                 now = time.monotonic()
                 if now - self._last_state_save > _STATE_SAVE_PERIOD_S:
                     self.save_state()
-                if spec.verbose and now - self._last_progress > _PROGRESS_PERIOD_S:
-                    self._print_progress()
+                self._iteration += 1  # Ray's loop step, the callbacks' `iteration`
+                self.callbacks.on_step_end(iteration=self._iteration, trials=self.trials)
+        except BaseException as exc:  # a second Ctrl-C, a bug: what ran stays resumable
+            self.request_stop(type(exc).__name__)
+            raise
         finally:
-            for trial_id in list(self._running):
-                self.executor.kill_trial(trial_id)
-                trial = self._by_id[trial_id]
-                self._running.pop(trial_id, None)
-                if not trial.is_finished():
-                    if self._fatal is None:
-                        self._stopped(trial, StoppedBy.EXPERIMENT,
-                                      self._stop_reason or "the experiment ended")
-                        self._finish(trial, TrialStatus.TERMINATED)
-                    else:
-                        self._finish(trial, TrialStatus.ERROR)
-            self.save_state()
-            self._after_experiment()
+            self._end_running_trials()
+            try:
+                self.save_state(final=True)
+            finally:
+                self._after_experiment()
         if self._fatal is not None:
             raise self._fatal
+
+    def _end_running_trials(self) -> None:
+        """The loop is over: stop the trials still running. An interrupted experiment
+        keeps them RUNNING, resumable from their latest checkpoint (Ray's Ctrl-C);
+        an experiment that raised marks them ERROR."""
+        for trial_id in list(self._running):
+            self.executor.kill_trial(trial_id)
+            trial = self._by_id[trial_id]
+            self._running.pop(trial_id, None)
+            if trial.is_finished():
+                continue
+            if self._fatal is not None:
+                self._finish(trial, TrialStatus.ERROR)
+            elif self.interrupted is not None:
+                self.recorder.trial_finished(
+                    trial.trial_id, TrialOutcome.STOPPED,
+                    f"interrupted ({self.interrupted}); the trial resumes from its latest "
+                    "checkpoint when the experiment is resumed")
+            else:
+                self._stopped(trial, StoppedBy.EXPERIMENT,
+                              self._stop_reason or "the experiment ended")
+                self._finish(trial, TrialStatus.TERMINATED)
 
     def _after_experiment(self) -> None:
         counts = status_counts(self.trials)
@@ -215,12 +261,7 @@ class Controller:
         failed = self._fatal is not None or counts.get(TrialStatus.ERROR)
         status = ExperimentOutcome.FAILED if failed else ExperimentOutcome.COMPLETED
         self.recorder.experiment_finished(status, rows)
-        for cb in self.callbacks:
-            hook = getattr(cb, "on_experiment_end", None)
-            if hook:
-                hook(trials=self.trials)
-        if self.spec.verbose:
-            self._print_progress(final=True)
+        self.callbacks.on_experiment_end(trials=self.trials)
 
     def _check_budget(self) -> None:
         if self._stop_all:
@@ -272,6 +313,10 @@ class Controller:
             trial = self.scheduler.choose_trial_to_run(self)
             if trial is None:
                 return
+            if trial.trial_id in self._unsaved:
+                # the state knows every trial before the trial writes a file: a resumed
+                # experiment continues it in its dir instead of starting it over elsewhere
+                self.save_state()
             self._start_attempt(trial)
 
     def _create_trial(self) -> Optional[T.Trial]:
@@ -306,6 +351,7 @@ class Controller:
                                                           max_len)
         self.trials.append(trial)
         self._by_id[trial_id] = trial
+        self._unsaved.add(trial_id)
         self.scheduler.on_trial_add(self, trial)
         return trial
 
@@ -325,6 +371,10 @@ class Controller:
         if restore is not None:
             trial.checkpoint_progress = (start_iteration, start_time_total)
         attempt = trial.attempts
+        write_params = attempt == 0 or exploit is not None
+        if trial.trial_id in self._restored and trial.trial_id not in self._started_here:
+            # its params are written once (from the config as given, not as restored)
+            write_params = self._take_over_trial_dir(trial) or exploit is not None
         trial.attempts += 1
         trial.status = TrialStatus.RUNNING
         trial.start_time = trial.start_time or time.time()
@@ -347,7 +397,7 @@ class Controller:
             next_checkpoint_index=trial.next_checkpoint_index,
             kept_checkpoints=list(trial.kept_checkpoints),
             failure_number=trial.num_failures,
-            write_params=attempt == 0 or exploit is not None,
+            write_params=write_params,
             reuse_actor=spec.reuse_actors,
             storage_filesystem=spec.storage_filesystem,
             log_to_file=spec.log_to_file,
@@ -358,6 +408,7 @@ class Controller:
         self._started_here.add(trial.trial_id)
         self.recorder.trial_started(trial.trial_id, str(trial), trial.config, spec.max_failures,
                                     0 if first_here else attempt)
+        self.callbacks.on_trial_start(iteration=self._iteration, trials=self.trials, trial=trial)
 
     # ------------------------------------------------------------------ events
     def _handle(self, event: TrialEvent) -> None:
@@ -374,6 +425,7 @@ class Controller:
             return
         if event.checkpoint is not None:
             self._note_checkpoint(trial, event.checkpoint, trial.last_result)
+            self._checkpoint_callbacks(trial)
         if kind is EventKind.PAUSED:
             trial.status = TrialStatus.PAUSED
             self.recorder.trial_paused(trial.trial_id)
@@ -417,11 +469,13 @@ class Controller:
                 self._write_policy_log()
         self.search_alg.on_trial_result(trial.trial_id, flat)
         self.recorder.trial_result(trial.trial_id, result)
-        for cb in self.callbacks:
-            hook = getattr(cb, "on_trial_result", None)
-            if hook:
-                hook(iteration=self._iteration, trials=self.trials, trial=trial, result=result)
-        self._iteration += 1
+        if decision == Decision.STOP:
+            trial.last_result["done"] = True  # as in Ray: the trial's last result is done
+        # the result as the trial keeps it (Ray lets callbacks change it in place)
+        self.callbacks.on_trial_result(iteration=self._iteration, trials=self.trials,
+                                       trial=trial, result=trial.last_result)
+        if event.checkpoint is not None:
+            self._checkpoint_callbacks(trial)
         if decision not in (Decision.CONTINUE, Decision.PAUSE, Decision.STOP):
             decision = Decision.CONTINUE  # NOOP and unknown answers keep the trial going
         self.executor.decide(trial.trial_id, Decision(decision))
@@ -470,19 +524,42 @@ class Controller:
             logger.warning("Trial %s failed (failure %d); retrying from %s.", trial,
                            trial.num_failures, trial.checkpoint_dir_name or "the start")
             trial.status = TrialStatus.PENDING
+            # saved now: a resumed run counts this failure, so its error.txt stays the
+            # trial's (error files of a trial without failures are a dead driver's leftovers)
+            self.save_state()
+            self.callbacks.on_trial_recover(iteration=self._iteration, trials=self.trials,
+                                            trial=trial)
             return
         self.scheduler.on_trial_error(self, trial)
         self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None, error=True)
         trial.status = TrialStatus.ERROR
         self.recorder.trial_finished(trial.trial_id, TrialOutcome.ERROR,
                                      _last_line(event.error_text))
-        if self.spec.verbose:
-            print(f"Trial {trial} errored after {trial.num_failures} failure(s): "
-                  f"{_last_line(event.error_text)}")
+        self.callbacks.on_trial_error(iteration=self._iteration, trials=self.trials, trial=trial)
         if self.spec.fail_fast == "raise":
             self._fatal = event.error or TuneError(event.error_text)
         elif self.spec.fail_fast:
             self._stop_everything(f"trial {trial} failed and fail_fast is set")
+
+    def _take_over_trial_dir(self, trial: T.Trial) -> bool:
+        """A trial of an earlier run of this experiment runs again, in its dir. A driver
+        killed mid-attempt can have left error files there (its worker's broken
+        connection) for a trial that has no failure: they would mark the trial failed
+        once it completes, so they go. Returns whether its params are still to be written
+        (the driver died before the worker wrote them)."""
+        from tunelib import storage
+
+        trial_path = storage.join(self.spec.experiment_path, trial.dirname)
+        if not trial.num_failures:
+            for name in (ERROR_FILE, ERROR_PKL):
+                try:
+                    self.spec.fs.delete_file(storage.join(trial_path, name))
+                except OSError:  # not there (the usual case)
+                    pass
+        try:
+            return not storage.exists(self.spec.fs, storage.join(trial_path, PARAMS_FILE))
+        except OSError:
+            return True
 
     def _write_policy_log(self) -> None:
         """PBT's exploits, in Ray's files (see ``_layout.append_pbt_policy``)."""
@@ -514,7 +591,9 @@ class Controller:
         elif status == TrialStatus.TERMINATED:
             self.scheduler.on_trial_complete(self, trial, trial.last_result)
             self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None)
-        if trial.attempts:  # a trial that never started has no flow run to close
+        if status == TrialStatus.TERMINATED:
+            status = self._complete_callbacks(trial)
+        if trial.trial_id in self._started_here:  # else this run has no flow run to close
             if status == TrialStatus.ERROR:
                 outcome, message = TrialOutcome.ERROR, trial.error_msg or ""
             elif trial.stopped_by is not None:
@@ -522,34 +601,95 @@ class Controller:
             else:
                 outcome, message = TrialOutcome.TERMINATED, ""
             self.recorder.trial_finished(trial.trial_id, outcome, _last_line(message))
-        for cb in self.callbacks:
-            hook = getattr(cb, "on_trial_complete", None)
-            if hook:
-                hook(iteration=self._iteration, trials=self.trials, trial=trial)
+
+    def _complete_callbacks(self, trial: T.Trial) -> TrialStatus:
+        """``on_trial_complete``; a callback raising there errors the trial instead (its
+        traceback in error.txt, then ``on_trial_error``), as in Ray."""
+        try:
+            self.callbacks.on_trial_complete(iteration=self._iteration, trials=self.trials,
+                                             trial=trial)
+            return TrialStatus.TERMINATED
+        except Exception:
+            if self.spec.fail_fast == "raise":
+                raise
+            text = traceback.format_exc()
+            logger.error("Trial %s: a callback's on_trial_complete raised; the trial errors.\n%s",
+                         trial, text)
+        trial.status = TrialStatus.ERROR
+        trial.num_failures += 1
+        trial.error_msg, trial.error_file = text, ERROR_FILE
+        self._write_error_file(trial, text)
+        self.callbacks.on_trial_error(iteration=self._iteration, trials=self.trials, trial=trial)
+        return TrialStatus.ERROR
+
+    def _checkpoint_callbacks(self, trial: T.Trial) -> None:
+        """``on_checkpoint`` (with the trial's new ``tune.Checkpoint``), then
+        ``on_trial_save``, as Ray calls them once a checkpoint is persisted."""
+        from tunelib import storage
+        from tunelib.checkpoint import Checkpoint
+
+        trial.checkpoint = Checkpoint(
+            storage.join(self.spec.experiment_path, trial.dirname, trial.checkpoint_dir_name),
+            self.spec.fs)
+        self.callbacks.on_checkpoint(iteration=self._iteration, trials=self.trials, trial=trial,
+                                     checkpoint=trial.checkpoint)
+        self.callbacks.on_trial_save(iteration=self._iteration, trials=self.trials, trial=trial)
 
     # ------------------------------------------------------------------ state and progress
-    def save_state(self) -> None:
-        """Write ``experiment_state-<session>.json`` in Ray's structure (``_layout``)."""
+    def save_state(self, final: bool = False) -> None:
+        """Write ``experiment_state-<session>.json`` in Ray's structure (``_layout``).
+
+        A write that fails (a full disk) warns once per cause while the experiment runs,
+        and is a ``TuneError`` naming the file and the cause at the end (``final``)."""
         from tunelib import storage
 
         self._last_state_save = time.monotonic()
+        self._unsaved.clear()
         spec = self.spec
-        runner_data = {
-            "_metric": spec.metric,
-            "_session_str": spec.session_str,
-            "_start_time": self._start,
-            "_total_time": time.time() - self._start,
-            "_iteration": self._iteration,
-            "_has_errored": any(t.status == TrialStatus.ERROR for t in self.trials),
-            "_should_stop_experiment": self._stop_all,
-            "_tunelib": {"mode": spec.mode, "name": spec.name},
-        }
-        text = _layout.experiment_state(
-            [_layout.trial_state(t, spec.max_failures, spec.checkpoint_config)
-             for t in self.trials], runner_data, self._start)
+        runner_data = _layout.runner_data(
+            metric=spec.metric, mode=spec.mode, name=spec.name, session=spec.session_str,
+            start_time=self._start, iteration=self._iteration,
+            has_errored=any(t.status == TrialStatus.ERROR for t in self.trials),
+            should_stop=self._stop_all, reuse_actors=spec.reuse_actors,
+            fail_fast=spec.fail_fast, max_pending_trials=self._max_pending,
+            checkpoint_config=spec.checkpoint_config, has_stopper=self.stopper is not None,
+        )
+        text = _layout.experiment_state(self._trial_data(), runner_data, self._start)
         path = storage.join(spec.experiment_path, _layout.experiment_state_file(spec.session_str))
-        storage.write_text(spec.fs, path, text)
+        try:
+            storage.write_text(spec.fs, path, text)
+        except OSError as exc:
+            error = TuneError(
+                f"Could not save the experiment state to {storage.fs_uri(spec.fs, path)}: "
+                f"{exc.strerror or exc}. What the trials wrote is on storage; free space (or "
+                "fix the storage), then resume with Tuner.restore(path, trainable, "
+                "resume_errored=True).")
+            if final:
+                raise error from exc
+            if str(exc) not in self._state_save_warned:
+                self._state_save_warned.add(str(exc))
+                logger.warning("%s", error)
+            return
         self._save_search_state()
+
+    def _trial_data(self) -> List[List[str]]:
+        """Every trial's entry of the state file. A finished trial's is serialised once:
+        the state is saved before each new trial starts, and a long experiment would pay
+        for all its trials every time."""
+        spec = self.spec
+        out = []
+        for trial in self.trials:
+            if not trial.is_finished():
+                out.append(_layout.trial_state(trial, spec.max_failures, spec.checkpoint_config))
+                continue
+            key = (trial.status, id(trial.last_result), trial.num_failures,
+                   trial.checkpoint_dir_name, len(trial.kept_checkpoints))
+            cached = self._finished_states.get(trial.trial_id)
+            if cached is None or cached[0] != key:
+                cached = self._finished_states[trial.trial_id] = (key, _layout.trial_state(
+                    trial, spec.max_failures, spec.checkpoint_config))
+            out.append(cached[1])
+        return out
 
     def _save_search_state(self) -> None:
         """Next to the experiment state, so that a resumed run continues the search."""
@@ -564,11 +704,6 @@ class Controller:
             pass
         except Exception:
             logger.warning("Could not save the search algorithm's state.", exc_info=True)
-
-    def _print_progress(self, final: bool = False) -> None:
-        self._last_progress = time.monotonic()
-        print(progress_line(self.spec.name, self.trials, time.time() - self._start,
-                            self.spec.metric, self.spec.mode, final), flush=True)
 
 
 # --------------------------------------------------------------------------- helpers

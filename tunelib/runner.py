@@ -13,8 +13,11 @@ import math
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from tunelib._callbacks import create_default_callbacks
+from tunelib._experiment_lock import hold_experiment_dir
+from tunelib._interrupts import StopSignals
 from tunelib._layout import DEFAULT_STORAGE_PATH
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from tunelib.controller import Controller, ExperimentSpec
@@ -23,6 +26,9 @@ from tunelib.executor._trial_dir import log_file_names
 logger = logging.getLogger("tunelib")
 
 RECORD_DRAIN_TIMEOUT_S = float(os.environ.get("TUNELIB_RECORD_DRAIN_TIMEOUT_S", "120"))
+# how an interrupted experiment is continued, per entry point (Ray's hints)
+TUNER_RESTORE_CALL = 'Tuner.restore(path="{path}", trainable=...)'
+TUNE_RUN_RESUME_CALL = "tune.run(..., resume=True)"
 _RESOURCE_KEYS = ("cpu", "gpu", "memory")
 
 
@@ -183,7 +189,7 @@ def _experiment_storage(run_config: RunConfig, name: str):
 
 def _verbosity(verbose) -> int:
     if verbose is None:
-        return 1
+        return 3  # Ray's default with its CLIReporter: status tables and every result
     try:
         return int(verbose)
     except (TypeError, ValueError):
@@ -213,11 +219,16 @@ def run_experiment(
     resume=None,
     export_formats: Optional[Sequence[str]] = None,
     restore_path: Optional[str] = None,
+    before_start: Optional[Callable[[Any, str], None]] = None,
+    restore_call: str = TUNER_RESTORE_CALL,
 ):
     """Run an experiment end to end and return its ``ExperimentAnalysis``.
 
     With ``resume`` (a ``tunelib.resume.ResumePolicy``), the experiment named by
     ``run_config`` continues: its saved trials are restored and the search goes on.
+    ``before_start(fs, experiment_path)`` runs once the experiment dir is this driver's
+    (``tuner.pkl`` is written there). A stop signal ends the experiment resumably (see
+    ``tunelib._interrupts``); the hint printed then names ``restore_call``.
     """
     from tunelib import storage
     from tunelib.analysis import load_experiment
@@ -229,6 +240,9 @@ def run_experiment(
     if param_space is not None and not isinstance(param_space, dict):
         raise TypeError(f"`param_space` must be a dict, got {type(param_space).__name__}.")
     param_space = dict(param_space or {})
+    from tunelib import _pickling
+
+    _pickling.check_picklable(param_space, "param_space")  # names the key of a lock, a file...
     registered_name = None
     if isinstance(trainable, str):  # a registered name: Ray names the trials after it
         from tunelib.registry import get_trainable
@@ -257,16 +271,30 @@ def run_experiment(
     gpus = _detect_gpus() if resources.get("gpu", 0) > 0 else []
     total = search_alg.total_samples
     workers = _concurrency(resources, tune_config.max_concurrent_trials, total, gpus)
+    # the user's callbacks, the reporter and the default loggers (a bad reporter fails here)
+    callbacks = create_default_callbacks(
+        run_config.callbacks, progress_reporter=run_config.progress_reporter,
+        verbose=_verbosity(run_config.verbose), metric=metric, mode=mode, stop=run_config.stop,
+        fail_fast=failure_config.fail_fast, scheduler=scheduler,
+        total_resources=None if run_config.executor else (os.cpu_count() or 1, len(gpus)))
 
     name = run_config.name or f"{name_of_trainable}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     fs, experiment_path, experiment_uri = _experiment_storage(run_config, name)
-    restored, id_prefix = [], None
-    if resume is not None:
-        from tunelib.resume import load_trials
+    # before anything is read or written there: a second driver fails here, at once
+    lock = hold_experiment_dir(fs, experiment_path, experiment_uri)
+    try:
+        restored, id_prefix = [], None
+        if resume is not None:
+            from tunelib.resume import load_trials
 
-        restored, id_prefix = load_trials(fs, experiment_path, resume)
-        if storage.is_local(fs) and search_alg.has_checkpoint(experiment_path):
-            search_alg.restore_from_dir(experiment_path)  # configs already tried stay tried
+            restored, id_prefix = load_trials(fs, experiment_path, resume)
+            if storage.is_local(fs) and search_alg.has_checkpoint(experiment_path):
+                search_alg.restore_from_dir(experiment_path)  # configs tried stay tried
+        if before_start is not None:
+            before_start(fs, experiment_path)
+    except BaseException:
+        lock.release()
+        raise
     key = hashlib.sha1(payload).hexdigest()[:16]
     spec = ExperimentSpec(
         name=name,
@@ -307,11 +335,21 @@ def run_experiment(
                                  storage_fs=fs, experiment_path=experiment_path)
     executor.register_trainable(key, payload)
     controller = Controller(spec, executor, recorder, search_alg, scheduler, stopper,
-                            callbacks=run_config.callbacks, restored_trials=restored,
+                            callbacks=callbacks, restored_trials=restored,
                             id_prefix=id_prefix)
+    stop_signals = StopSignals(controller.request_stop)
     try:
-        executor.start()
-        controller.run()
+        try:
+            with stop_signals:
+                executor.start()
+                controller.run()
+        finally:  # also when an exception ends it (a second Ctrl-C, Prefect's Cancel)
+            if controller.interrupted is not None:
+                # one line, once the state is saved (draining the records may take a while)
+                logger.warning(
+                    "Experiment has been interrupted (%s), but the most recent state was "
+                    "saved. Resume experiment with: %s", controller.interrupted,
+                    restore_call.format(path=experiment_uri))
     finally:
         executor.shutdown()
         missing = recorder.close(RECORD_DRAIN_TIMEOUT_S)
@@ -334,6 +372,8 @@ def run_experiment(
                 RuntimeWarning,
                 stacklevel=3,
             )
+        lock.release()
+    stop_signals.pass_on()  # SIGTERM: now that everything is saved, as if we had not caught it
     analysis = load_experiment(
         experiment_uri if run_config.storage_filesystem is None else experiment_path,
         storage_filesystem=run_config.storage_filesystem,

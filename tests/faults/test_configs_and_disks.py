@@ -86,10 +86,6 @@ def test_non_json_configs_reach_the_trial_and_the_results_as_the_same_objects(st
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "executor/local.py sends RunAttempt and executor/worker.py sends Reported with the "
-    "connection's plain pickle, which cannot pickle a lambda (Ray cloudpickles configs); "
-    "both must send _pickling.dumps(message) with conn.send_bytes"))
 def test_a_lambda_in_the_config_reaches_the_trial_and_the_result(storage_dir):
     # As Ray (which cloudpickles configs); today: a raw PicklingError at trial start
     def use(config):
@@ -102,9 +98,6 @@ def test_a_lambda_in_the_config_reaches_the_trial_and_the_result(storage_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "runner.run_experiment must call _pickling.check_picklable(param_space) before any "
-    "worker starts (and executor/local.py name the key when a trial's config fails to pickle)"))
 @pytest.mark.parametrize("make, type_name", [
     (lambda tmp: threading.Lock(), "_thread.lock"),
     (lambda tmp: open(tmp / "log.txt", "w"), "_io.TextIOWrapper"),  # noqa: SIM115
@@ -192,10 +185,6 @@ def test_a_killed_experiment_resumes_with_the_config_objects(killed_experiment):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "analysis._read_trial_dirs takes a result.json newer than the state as it is: its "
-    "config must be the trial's objects, _layout.exact_config_in(data.last_result, "
-    "trial.config)"))
 def test_the_results_of_a_killed_experiment_hold_the_config_objects(killed_experiment):
     # Ray reads a killed experiment's configs back from its pickled trials, the tuple as a
     # list; here the results of the trials that ran are newer than the saved state
@@ -252,10 +241,6 @@ def test_a_full_disk_fails_the_trial_and_a_resume_after_freeing_space_finishes_i
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "on a full disk the worker cannot write error.txt/error.pkl either: the trial's error "
-    "text must be kept in the experiment state (runtime 'tunelib' bookkeeping, restored "
-    "into Trial.error_msg), which analysis._error_for falls back to"))
 def test_a_full_disk_error_names_the_file_and_the_cause(storage_dir):
     # Ray: no error at all (its loggers swallow it); tunelib names the file and the cause
     with tiny_tmpfs(os.path.join(storage_dir, "full", "trial0"), "1m") as trial_dir:
@@ -270,10 +255,6 @@ def test_a_full_disk_error_names_the_file_and_the_cause(storage_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "Controller.save_state lets the OSError of a full disk out of fit() as it is: it must "
-    "raise a TuneError naming the experiment_state file and the cause (and only warn for "
-    "the periodic saves)"))
 def test_a_full_storage_fails_fit_with_a_clear_error_and_resumes_after_freeing_space(
         storage_dir, tmp_path):
     # Ray logs the failed save, returns from fit() and leaves the state file cut off mid-JSON

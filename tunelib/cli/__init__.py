@@ -92,9 +92,9 @@ def show(
     mode: Annotated[Optional[Mode], typer.Option(help=_MODE_HELP, show_default=False)] = None,
 ) -> None:
     """Ray's trial status table of an experiment, read from storage."""
+    from tunelib._status_table import status_table
     from tunelib.cli._experiments import open_experiment, require_metric, resolve_mode
     from tunelib.cli._render import make_console, print_status
-    from tunelib.cli._table import status_table
 
     exp = open_experiment(experiment)
     if metric is not None:
@@ -118,11 +118,11 @@ def plot(
     log_y: Annotated[bool, typer.Option("--log-y", help="A logarithmic y axis.")] = False,
 ) -> None:
     """Plot every trial's learning curve of METRIC, the best trial highlighted."""
+    from tunelib._status_table import current_best_trial
     from tunelib.cli._errors import CliError
     from tunelib.cli._experiments import open_experiment, require_metric, resolve_mode
     from tunelib.cli._plot import default_out, import_matplotlib, learning_curves, save_plot
     from tunelib.cli._render import make_console
-    from tunelib.cli._table import current_best_trial
 
     import_matplotlib()  # before reading: a missing extra fails fast
     exp = open_experiment(experiment)

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from tunelib import _layout, storage
+from tunelib._status_table import current_best_trial, status_counts
 from tunelib.analysis import ExperimentAnalysis
 from tunelib.cli._errors import CliError
-from tunelib.cli._table import current_best_trial, status_counts
 from tunelib.error import TuneError
 from tunelib.result import _AUTO_RESULT_KEYS
 from tunelib.trial import Trial

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence
 
 from tunelib._lifecycle import TrialStatus
+from tunelib._status_table import format_cell
 from tunelib.cli._errors import MissingExtraError
-from tunelib.cli._table import format_cell
 from tunelib.trial import Trial
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ driver never waits on a dead process.
 from __future__ import annotations
 
 import os
+import pickle
 import secrets
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 from multiprocessing.connection import Listener, wait
 from typing import Dict, List, Optional
 
+from tunelib import _pickling
 from tunelib._lifecycle import Decision
 from tunelib._trial_writer import FsBackend, apply_forwarded
 from tunelib.executor._messages import (
@@ -107,7 +109,11 @@ class LocalExecutor:
         # find those modules where the driver found them
         env["TUNELIB_WORKER_SYS_PATH"] = os.pathsep.join([os.getcwd()] + [p for p in sys.path if p])
         slot.proc = subprocess.Popen(
-            [sys.executable, "-m", "tunelib.executor.worker"], env=env, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "tunelib.executor.worker"], env=env, stdin=subprocess.DEVNULL,
+            # a process group of its own: a Ctrl-C in the terminal reaches the driver alone,
+            # which stops the trials resumably; a worker that got it would die mid-step and
+            # its trial count as failed
+            process_group=0,
         )
         slot.conn = None
         slot.trainables = set()
@@ -143,12 +149,18 @@ class LocalExecutor:
 
     def start_trial(self, spec: TrialSpec) -> None:
         slot = self._free_slot(spec.trainable_key)
+        if slot.proc is None:  # its worker was killed with the trial it ran
+            self._spawn(slot)
         if slot.conn is None:
             self._connect(slot)
         if spec.trainable_key not in slot.trainables:
             slot.conn.send(LoadTrainable(spec.trainable_key, self._trainables[spec.trainable_key]))
             slot.trainables.add(spec.trainable_key)
-        slot.conn.send(RunAttempt(spec))
+        try:
+            _pickling.send(slot.conn, RunAttempt(spec))
+        except (TypeError, pickle.PicklingError):
+            _pickling.check_picklable(spec.config, "config")  # names the key, then raises
+            raise
         slot.trial_id = spec.trial_id
         self._by_trial[spec.trial_id] = slot
 
@@ -156,8 +168,8 @@ class LocalExecutor:
         free = [slot for slot in self._slots if slot.trial_id is None]
         if not free:
             raise RuntimeError("start_trial() called with no free worker")
-        # prefer a connected worker that already holds the trainable
-        free.sort(key=lambda s: (s.conn is None, key not in s.trainables))
+        # prefer a connected worker that already holds the trainable, then a started one
+        free.sort(key=lambda s: (s.conn is None, s.proc is None, key not in s.trainables))
         return free[0]
 
     def decide(self, trial_id: str, decision: Decision) -> None:
@@ -169,23 +181,35 @@ class LocalExecutor:
                 pass  # the EOF reaches poll() and becomes an error event
 
     def kill_trial(self, trial_id: str) -> None:
+        """Kill the trial's worker now. Its replacement starts when a trial needs it: trials
+        are killed when the experiment ends (a stop, a signal), where a new worker would
+        only be started to be stopped."""
         slot = self._by_trial.pop(trial_id, None)
         if slot is None:
             return
-        self._restart(slot)
+        self._kill(slot)
 
-    def _restart(self, slot: _Slot) -> None:
+    def _kill(self, slot: _Slot) -> None:
         if slot.proc is not None and slot.proc.poll() is None:
             slot.proc.kill()
             slot.proc.wait()
         if slot.conn is not None:
             slot.conn.close()
+        slot.proc = None
+        slot.conn = None
         slot.trial_id = None
+
+    def _restart(self, slot: _Slot) -> None:
+        self._kill(slot)
         self._spawn(slot)
 
     def shutdown(self) -> None:
         for slot in self._slots:
-            if slot.conn is not None:
+            if slot.trial_id is not None or slot.conn is None:
+                # a worker still in a trial is stopped as kill_trial would; one that never
+                # connected has nothing to finish (it waits for the listener's handshake)
+                self._kill(slot)
+            else:
                 try:
                     slot.conn.send(Shutdown())
                 except OSError:

@@ -15,6 +15,7 @@ import traceback
 from multiprocessing.connection import Client
 from typing import Any, Dict, Optional
 
+from tunelib import _pickling
 from tunelib import session as _session
 from tunelib._lifecycle import Decision
 from tunelib._lifeline import exit_with_parent
@@ -89,11 +90,20 @@ class _Worker:
 
         return make
 
+    def _send(self, msg) -> None:
+        try:
+            _pickling.send(self.conn, msg)
+        except OSError as exc:
+            raise _DriverGone() from exc
+
     def _send_result(self, result: Dict[str, Any],
                      checkpoint: Optional[CheckpointRecord]) -> Decision:
-        self.conn.send(Reported(result, checkpoint))
+        self._send(Reported(result, checkpoint))
         while True:
-            msg = self.conn.recv()
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError) as exc:
+                raise _DriverGone() from exc
             if isinstance(msg, Decide):
                 return msg.decision
             if isinstance(msg, CheckpointFiles):  # a late answer to a fetch; not expected
@@ -109,7 +119,7 @@ class _Worker:
         while True:
             try:
                 msg = self.conn.recv()
-            except EOFError:
+            except (EOFError, OSError):  # the driver is gone
                 return
             if isinstance(msg, LoadTrainable):
                 import cloudpickle
@@ -164,8 +174,11 @@ class _Worker:
                 else:
                     outcome = self._run_function(session, trainable)
             writer.close()
-            self.conn.send(outcome)
-        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: just go
+            self._send(outcome)
+        except (KeyboardInterrupt, _DriverGone):
+            # an interrupt is not the trial's failure (workers run in a process group of
+            # their own, so a terminal's Ctrl-C reaches the driver only, which stops the
+            # trial itself), nor is a dead driver: no error files, just go
             raise
         except BaseException as exc:  # the trial failed (sys.exit too): report, keep serving
             self._drop_actor()
@@ -176,7 +189,7 @@ class _Worker:
                     writer.close()
                 except Exception:
                     traceback.print_exc()
-            self.conn.send(AttemptFailed(text, _picklable(exc)))
+            self._send(AttemptFailed(text, _picklable(exc)))
         finally:
             _session.set_session(None)
 
@@ -272,6 +285,11 @@ def _stop_quietly(actor) -> None:
         traceback.print_exc()
 
 
+class _DriverGone(BaseException):
+    """The connection to the driver broke: the driver died. A BaseException, so that a
+    trainable's ``except Exception`` does not take it for its own error."""
+
+
 class _Unloadable:
     """A trainable that could not be unpickled in this process."""
 
@@ -335,16 +353,20 @@ def main() -> None:
     address = os.environ["TUNELIB_WORKER_ADDRESS"]
     authkey = bytes.fromhex(os.environ["TUNELIB_WORKER_AUTHKEY"])
     process_local = os.environ.get("TUNELIB_WORKER_FORWARD_STORAGE") == "1"
+    # a driver killed with SIGKILL cannot stop us, and a trainable busy in a long step
+    # (even in C code holding the GIL) would only notice at its next report: the kernel
+    # kills us with the driver (the thread that started us runs the whole experiment)
+    exit_with_parent(os.getppid(), kernel_signal=True)
     conn = Client(address, family="AF_UNIX", authkey=authkey)
-    # a driver killed with SIGKILL cannot stop us; a trainable busy in a long step would
-    # only notice at its next report
-    exit_with_parent(os.getppid())
     # Let user code import modules that sit next to the driver's script; absolute, as
     # trials run in their own working directories
     for path in os.environ.get("TUNELIB_WORKER_SYS_PATH", "").split(os.pathsep):
         if path and os.path.abspath(path) not in sys.path:
             sys.path.append(os.path.abspath(path))
-    _Worker(conn, process_local).serve()
+    try:
+        _Worker(conn, process_local).serve()
+    except _DriverGone:
+        pass
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
   ``PREFECT_API_URL``'s, or an embedded server started for the experiment);
 * :mod:`~tunelib.prefect.recorder` ``PrefectRecorder``, the one writer of an experiment's
   records (its parts: ``_record``, ``_trial_runs``, ``_op_queue``, ``_payloads``,
-  ``_writes``);
+  ``_writes``; its artifacts: ``_artifact_book`` when, ``_artifact_content`` what, with
+  ``_trial_metrics``, ``_svg_chart`` and ``_trial_dirs``, ``_artifacts`` the writes);
 * :mod:`~tunelib.prefect.flows` the ``experiment`` and ``trial`` flows and the ``iteration``
   task (re-exported by the top-level ``flows/`` and ``tasks/`` entry points);
 * :mod:`~tunelib.prefect.deployed_trial` what the trial flow runs on a ``prefect worker``;

@@ -74,6 +74,10 @@ class OpQueue:
         """Nothing scheduled is unfinished."""
         return not self._live
 
+    def outstanding(self) -> int:
+        """Operations scheduled and not finished, all lanes together."""
+        return len(self._live)
+
     def pending(self, lane: Hashable) -> List[str]:
         """What the lane's unfinished operations record, in schedule order."""
         ops = self._pending.get(lane, {})

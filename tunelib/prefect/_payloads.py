@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -30,8 +29,9 @@ UNLIMITED_RETRIES = 1_000_000
 STOPPED_STATE_NAME = "Stopped"
 STOPPED_MESSAGE = "stopped early by the scheduler"
 
-# keys of a Ray result that are bookkeeping, not metrics (left out of messages)
-_AUTO_KEYS = frozenset({
+# keys of a Ray result that are bookkeeping, not metrics (left out of messages and of the
+# leaderboard's metric columns)
+AUTO_KEYS = frozenset({
     "time_this_iter_s", "time_total_s", "timestamp", "date", "pid", "hostname", "node_ip",
     "time_since_restore", "iterations_since_restore", "timesteps_since_restore",
     "experiment_id", "trial_id", "config", "done", "should_checkpoint", "checkpoint_dir_name",
@@ -57,10 +57,16 @@ def task_run_name(first: int, last: int) -> str:
     return f"iteration {first}" if first == last else f"iteration {first}-{last}"
 
 
-def artifact_key(name: str) -> str:
-    """The experiment's summary artifact key (Prefect allows lowercase, digits, dashes)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "experiment"
-    return f"{slug[:60]}-summary"
+def key_slug(text: str, limit: int = 60) -> str:
+    """``text`` as an artifact key part: lowercase letters, digits and dashes (Prefect's
+    rule), at most ``limit`` characters."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
+
+
+def artifact_key(name: str, suffix: str = "summary") -> str:
+    """The key of the experiment ``name``'s ``suffix`` artifact (the recorder's artifacts:
+    :mod:`tunelib.prefect._artifact_content`)."""
+    return f"{key_slug(name) or 'experiment'}-{suffix}"
 
 
 def _fmt_value(v: Any) -> Optional[str]:
@@ -85,7 +91,7 @@ def metrics_text(result: dict, limit: int = 600) -> str:
     """``loss=0.12, acc=0.9``: a result's metrics, bookkeeping keys left out."""
     parts = []
     for k, v in result.items():
-        if k in _AUTO_KEYS:
+        if k in AUTO_KEYS:
             continue
         s = _fmt_value(v)
         if s is not None:
@@ -199,11 +205,18 @@ def flow_run_body(flow_id: Any, name: str, parameters: dict, tags: List[str], st
     return FlowRunCreate(**fields).model_dump(mode="json", exclude_unset=True)
 
 
-def summary_artifact(name: str, rows: list, flow_run_id: Any):
-    """The experiment's summary table artifact (``ArtifactCreate``)."""
+def artifact_create_body(key: str, kind: str, description: str, data: Any,
+                         flow_run_id: Any) -> dict:
+    """The JSON of ``POST /artifacts/`` (``ArtifactCreate``) on the flow run ``flow_run_id``."""
     from prefect.client.schemas.actions import ArtifactCreate
 
-    return ArtifactCreate(
-        key=artifact_key(name), type="table",
-        description=f"Trials of experiment {name}: {summary_text(rows)}",
-        data=json.dumps(rows), flow_run_id=flow_run_id)
+    return ArtifactCreate(key=key, type=kind, description=description, data=data,
+                          flow_run_id=flow_run_id).model_dump(mode="json", exclude_unset=True)
+
+
+def artifact_update_body(description: str, data: Any) -> dict:
+    """The JSON of ``PATCH /artifacts/{id}`` (``ArtifactUpdate``): new data and description."""
+    from prefect.client.schemas.actions import ArtifactUpdate
+
+    return ArtifactUpdate(data=data, description=description).model_dump(
+        mode="json", exclude_unset=True)

@@ -4,6 +4,12 @@ order (runs on the recorder's event loop; see :mod:`tunelib.prefect.recorder`).
 Every trial is one lane of the :class:`~tunelib.prefect._op_queue.OpQueue`: its writes
 happen in event order, and each waits for the experiment's flow run (its parent). The
 experiment's own writes are the ``EXPERIMENT`` lane; its final state waits for every trial.
+
+Artifacts (:mod:`~tunelib.prefect._artifact_book` says when, ``_artifact_content`` what):
+the leaderboard, progress and learning curves are rewritten on the ``ARTIFACTS`` lane, one
+write at a time, when the book says they are due (checked by the writer loop's
+``flush_due``), and once more before the experiment's final state; a trial's metric table
+and checkpoint links go on its lane after its final state (or after a long pause).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import uuid
 from typing import Any, Dict, Hashable, List, Optional
 
 from tunelib._lifecycle import ExperimentOutcome, TrialOutcome
+from tunelib.prefect._artifact_book import CAUGHT_UP_OPS, ArtifactBook, Rewritten
+from tunelib.prefect._artifacts import ArtifactWriter
 from tunelib.prefect._op_queue import OpQueue
 from tunelib.prefect._payloads import (
     StateChange,
@@ -32,6 +40,7 @@ from tunelib.prefect._writes import PrefectWrites
 log = logging.getLogger("tunelib.recorder")
 
 EXPERIMENT = ("experiment",)   # the experiment's lane (trial lanes are trial ids)
+ARTIFACTS = ("experiment", "artifacts")   # its rewritten artifacts
 
 
 class ExperimentRecord:
@@ -59,6 +68,9 @@ class ExperimentRecord:
         self._tags: List[str] = []
         self.experiment_flow_run_id: Optional[str] = None
         self._created: Optional[asyncio.Task] = None   # the experiment's flow run
+        self._book = ArtifactBook()
+        self._artifacts = ArtifactWriter(writes, self._book)
+        self._finishing = False   # experiment_finished seen: only the final artifacts now
 
     def trial_flow_run_id(self, trial_id: str) -> Optional[str]:
         tr = self._trials.get(trial_id)
@@ -68,6 +80,7 @@ class ExperimentRecord:
     def experiment_started(self, t: float, name: str, parameters: dict, tags: list) -> None:
         self._name = name
         self._tags = list(dict.fromkeys([name, *tags]))
+        self._book.experiment_started(name, parameters or {}, t)
         self._created = self._ops.schedule(EXPERIMENT, "experiment flow run",
                                            self._create_experiment(jsonable(parameters or {}), t))
 
@@ -82,30 +95,41 @@ class ExperimentRecord:
         tr.name = trial_name
         self._flush(tr)
         self._change(tr, t, tr.start(attempt, config, max_failures))
+        self._book.trial_started(trial_id, trial_name, config, t)
 
     def trial_result(self, t: float, trial_id: str, result: dict) -> None:
         self._trial(trial_id).add_result(t, result)
+        self._book.trial_result(trial_id, result)
 
     def trial_failed(self, t: float, trial_id: str, error: str, will_retry: bool) -> None:
         tr = self._trial(trial_id)
         self._flush(tr)
         self._change(tr, t, tr.fail(error, will_retry))
+        self._book.trial_failed(trial_id, will_retry)
 
     def trial_paused(self, t: float, trial_id: str) -> None:
         tr = self._trial(trial_id)
         self._flush(tr)
         self._change(tr, t, tr.pause())
+        self._book.trial_paused(trial_id, t)
 
     def trial_finished(self, t: float, trial_id: str, outcome: TrialOutcome,
                        message: str = "") -> None:
         tr = self._trial(trial_id)
         self._flush(tr)
         self._change(tr, t, tr.finish(outcome, message))
+        self._book.trial_finished(trial_id, outcome)
+        if self._book.claim_trial_write(trial_id):
+            self._schedule_trial_artifacts(tr)
 
     def experiment_finished(self, t: float, outcome: ExperimentOutcome, rows: list) -> None:
+        self._finishing = True
         for tr in self._trials.values():
             self._flush(tr)
-        self._ops.schedule(EXPERIMENT, "summary artifact and final experiment state",
+        self._book.summary_rows(rows or [])
+        for trial_id in self._book.unwritten_trials():  # paused or cut short at the end
+            self._schedule_trial_artifacts(self._trials[trial_id])
+        self._ops.schedule(EXPERIMENT, "final artifacts and final experiment state",
                            self._finish_experiment(outcome, jsonable(rows or []), t),
                            after=self._ops.tails(exclude=[EXPERIMENT]))
 
@@ -119,6 +143,21 @@ class ExperimentRecord:
             if oldest is not None and not self._ops.in_flight(tr.trial_id) and (
                     closing or now - oldest >= window):
                 self._flush(tr)
+        if not self._finishing:
+            self._publish_due(now)
+
+    def _publish_due(self, now: float) -> None:
+        """Schedule the artifact writes the book says are due (see ``_artifact_book``)."""
+        for trial_id in self._book.trials_due(now):
+            self._schedule_trial_artifacts(self._trials[trial_id])
+        if self._ops.in_flight(ARTIFACTS) or (
+                self._created is not None and self._created.done()
+                and self.experiment_flow_run_id is None):  # no run to write them to
+            return
+        caught_up = self._ops.outstanding() <= CAUGHT_UP_OPS
+        for kind in self._book.due(now, caught_up):
+            self._ops.schedule(ARTIFACTS, f"{kind.value} artifact", self._rewrite(kind),
+                               after=[self._created])
 
     def _flush(self, tr: TrialRun) -> None:
         batch = tr.take_batch()
@@ -134,7 +173,8 @@ class ExperimentRecord:
 
     def unrecorded(self) -> List[str]:
         """What is scheduled or buffered and not written yet, per run."""
-        out = [f"experiment: {desc}" for desc in self._ops.pending(EXPERIMENT)]
+        out = [f"experiment: {desc}" for lane in (EXPERIMENT, ARTIFACTS)
+               for desc in self._ops.pending(lane)]
         for tr in self._trials.values():
             parts = self._ops.pending(tr.trial_id)
             buffered = tr.buffered_description()
@@ -161,7 +201,8 @@ class ExperimentRecord:
         self._ops.schedule(tr.trial_id, desc, coro, after=[self._created])
 
     def _on_error(self, lane: Hashable, desc: str, exc: Exception) -> None:
-        who = "experiment" if lane == EXPERIMENT else f"trial {self._trials[lane].name}"
+        who = ("experiment" if lane in (EXPERIMENT, ARTIFACTS)
+               else f"trial {self._trials[lane].name}")
         self._errors.append(f"{who}: {desc} not recorded: {type(exc).__name__}: {exc}")
         self._stats["writes_failed"] += 1
         log.warning("Prefect recording of %s: %s failed: %s", who, desc, exc)
@@ -208,6 +249,19 @@ class ExperimentRecord:
             state=StateSpec(StateKind.COMPLETED, None, iterations_message(batch.results)))
         tr.recorded(batch)
 
+    def _schedule_trial_artifacts(self, tr: TrialRun) -> None:
+        self._schedule(tr, "metric table artifact", self._write_trial_artifacts(tr))
+
+    async def _write_trial_artifacts(self, tr: TrialRun) -> None:
+        if tr.flow_run_id is None:
+            raise RuntimeError("the trial's flow run was not created")
+        await self._artifacts.write_trial(tr.trial_id, tr.flow_run_id)
+
+    async def _rewrite(self, kind: Rewritten) -> None:
+        if self.experiment_flow_run_id is None:
+            raise RuntimeError("the experiment's flow run was not created")
+        await self._artifacts.rewrite(kind, self.experiment_flow_run_id)
+
     async def _set_state(self, tr: TrialRun, change: StateChange, t: float) -> None:
         if tr.flow_run_id is None:
             raise RuntimeError("the trial's flow run was not created")
@@ -221,7 +275,8 @@ class ExperimentRecord:
         exp_id = self.experiment_flow_run_id
         if exp_id is None:
             raise RuntimeError("the experiment's flow run was not created")
-        await self._writes.create_summary_artifact(self._name or "experiment", rows, exp_id)
+        await self._artifacts.finish(
+            exp_id, lambda desc, exc: self._on_error(EXPERIMENT, desc, exc))
         kind = StateKind.COMPLETED if outcome is ExperimentOutcome.COMPLETED else StateKind.FAILED
         state = StateSpec(kind, None, f"{len(rows)} trials: {summary_text(rows)}")
         await self._writes.set_state(exp_id, StateChange(state, "final experiment state",

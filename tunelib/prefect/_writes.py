@@ -8,8 +8,10 @@ Requests per record (measured by bench/prefect_writes.py):
 * a flow run: ``request("POST", "/flow_runs/")`` with a ``FlowRunCreate`` body, created
   directly in its first state (``create_flow_run`` would POST the flow again every time);
 * a task run: ``create_task_run``; a state: ``set_flow_run_state``;
-* the summary artifact: ``request("POST", "/artifacts/")`` with an ``ArtifactCreate`` body
-  (``create_artifact`` also emits an event, through a websocket of its own).
+* an artifact: ``request("POST", "/artifacts/")`` with an ``ArtifactCreate`` body; its
+  next content ``request("PATCH", "/artifacts/{id}")`` with an ``ArtifactUpdate`` body
+  (``create_artifact`` / ``update_artifact`` also emit an event each, through a websocket
+  of their own).
 
 503 answers (SQLite's "database is locked"), which the client retries after 2, 4, 8 s, are
 counted by an httpx response hook (:func:`count_503s`) that sees every response, retried
@@ -26,9 +28,10 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 from tunelib.prefect._payloads import (
     StateChange,
     StateSpec,
+    artifact_create_body,
+    artifact_update_body,
     flow_run_body,
     prefect_state,
-    summary_artifact,
 )
 
 
@@ -131,7 +134,17 @@ class PrefectWrites:
         return await self._timed("set_state", lambda: self.client.set_flow_run_state(
             flow_run_id, prefect_state(spec), force=force))
 
-    async def create_summary_artifact(self, name: str, rows: list, flow_run_id: str) -> None:
-        artifact = summary_artifact(name, rows, uuid.UUID(flow_run_id))
-        await self._timed("artifact", lambda: self.client.request(
-            "POST", "/artifacts/", json=artifact.model_dump(mode="json", exclude_unset=True)))
+    async def create_artifact(self, key: str, kind: str, description: str, data: Any,
+                              flow_run_id: str) -> str:
+        """An artifact on the flow run ``flow_run_id`` (a new version when ``key`` has
+        one already); its id."""
+        body = artifact_create_body(key, kind, description, data, uuid.UUID(flow_run_id))
+        response = await self._timed("artifact", lambda: self.client.request(
+            "POST", "/artifacts/", json=body))
+        return response.json()["id"]
+
+    async def update_artifact(self, artifact_id: str, description: str, data: Any) -> None:
+        """New data and description for the artifact ``artifact_id`` (no new version)."""
+        body = artifact_update_body(description, data)
+        await self._timed("artifact_update", lambda: self.client.request(
+            "PATCH", "/artifacts/{id}", path_params={"id": artifact_id}, json=body))

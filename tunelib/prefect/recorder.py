@@ -28,7 +28,18 @@ into REST writes (acknowledged: a write is recorded when its response arrives):
 * trial_paused        -> Paused (the resume is the next trial_started).
 * trial_finished      -> TERMINATED: Completed; STOPPED: Completed named "Stopped" with the
                          message (see below); ERROR: Failed.
-* experiment_finished -> one table artifact on the experiment run, then its final state.
+* experiment_finished -> the final leaderboard, progress and learning-curve artifacts on
+                         the experiment run, then its final state.
+
+Artifacts (``_artifact_book``: when; ``_artifact_content``: what; ``_artifacts``: the
+writes): on the experiment run a leaderboard table (a new version under one key at each
+rewrite), a progress artifact and a markdown artifact with the learning curves as an
+inline SVG, rewritten while trials start and end - coalesced behind throttles (>= 2 s
+apart, later than that while the writer is behind with the runs' records) - and once at
+the end; on each trial run, its metric table (the rows of its progress.csv, at most 1,000
+evenly spaced) and links to its latest and best checkpoints, written once when it ends
+(and when it stays paused for 10 s). Results never wait for any of it: the writer keeps
+what the artifacts need (bounded) as it takes the events.
 
 Which writes an event schedules: ``_record``; a trial's phases and state changes:
 ``_trial_runs``; the order of writes per trial: ``_op_queue``; bodies and texts:

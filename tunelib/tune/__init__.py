@@ -46,8 +46,10 @@ from tunelib.tune import (
     _aliases,  # noqa: F401 - installs Ray's paths to schedulers, search
     stopper,
 )
-from tunelib.tune._wrappers import Callback, PlacementGroupFactory, with_parameters, with_resources
+from tunelib.tune._wrappers import PlacementGroupFactory, with_parameters, with_resources
+from tunelib.tune.callback import Callback
 from tunelib.tune.experiment import Experiment
+from tunelib.tune.progress_reporter import CLIReporter, JupyterNotebookReporter, ProgressReporter
 from tunelib.tune.run import run
 from tunelib.tune.tune import run_experiments
 from tunelib.tune.tuner import Tuner
@@ -81,5 +83,6 @@ __all__ = [
     "create_scheduler", "PlacementGroupFactory", "Tuner", "TuneConfig", "ResumeConfig",
     "RunConfig", "CheckpointConfig", "FailureConfig", "Result", "Checkpoint", "get_checkpoint",
     "report", "get_context", "TuneContext", "SyncConfig", "schedulers", "search", "stopper",
-    "PrefectWorkers", "Experiment", "run_experiments",
+    "PrefectWorkers", "Experiment", "run_experiments", "CLIReporter", "JupyterNotebookReporter",
+    "ProgressReporter",
 ]

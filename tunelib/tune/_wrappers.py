@@ -1,9 +1,9 @@
-"""Small Ray helpers: with_parameters, with_resources, Callback, PlacementGroupFactory."""
+"""Small Ray helpers: with_parameters, with_resources, PlacementGroupFactory."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, List
+from typing import Dict, List
 
 
 def with_parameters(trainable, **kwargs):
@@ -81,40 +81,3 @@ class PlacementGroupFactory:
 
     def __repr__(self) -> str:
         return f"PlacementGroupFactory({self.bundles}, strategy={self.strategy!r})"
-
-
-class Callback:
-    """Hooks into the experiment loop; subclass and override what you need.
-
-    tunelib calls ``on_trial_result``, ``on_trial_complete`` and ``on_experiment_end``.
-    """
-
-    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
-        pass
-
-    def on_step_begin(self, iteration: int, trials: List[Any], **info):
-        pass
-
-    def on_step_end(self, iteration: int, trials: List[Any], **info):
-        pass
-
-    def on_trial_start(self, iteration: int, trials: List[Any], trial, **info):
-        pass
-
-    def on_trial_result(self, iteration: int, trials: List[Any], trial, result: Dict, **info):
-        pass
-
-    def on_trial_complete(self, iteration: int, trials: List[Any], trial, **info):
-        pass
-
-    def on_trial_error(self, iteration: int, trials: List[Any], trial, **info):
-        pass
-
-    def on_experiment_end(self, trials: List[Any], **info):
-        pass
-
-    def get_state(self):
-        return None
-
-    def set_state(self, state: Dict):
-        pass

@@ -1,4 +1,4 @@
-"""``tunelib.tune.callback``: Ray's ``ray.tune.callback``.
+"""``tunelib.tune.callback``: Ray's ``ray.tune.callback`` (defined in ``tunelib._callbacks``).
 
 Example::
 
@@ -9,6 +9,6 @@ Example::
             print(trial, result["training_iteration"])
 """
 
-from tunelib.tune._wrappers import Callback
+from tunelib._callbacks import Callback, CallbackList
 
-__all__ = ["Callback"]
+__all__ = ["Callback", "CallbackList"]

@@ -1,11 +1,20 @@
-"""``tunelib.tune.progress_reporter``: the path of Ray's ``ray.tune.progress_reporter``.
+"""``tunelib.tune.progress_reporter``: Ray's ``ray.tune.progress_reporter`` (defined in
+``tunelib._reporters``, which documents what each ``verbose`` level prints).
 
-tunelib prints its own progress lines (``verbose=0`` silences them); Ray's reporter
-classes (``ProgressReporter``, ``CLIReporter``, ``JupyterNotebookReporter``) are not
-provided yet, so importing them fails rather than returning look-alikes that print
-nothing. Example::
+Example::
 
-    from tunelib.tune import progress_reporter   # the module exists
+    from tunelib.tune.progress_reporter import CLIReporter
+
+    reporter = CLIReporter(parameter_columns=["lr"], metric_columns=["loss"])
 """
 
-__all__: list = []
+from tunelib._reporters import (
+    CLIReporter,
+    JupyterNotebookReporter,
+    ProgressReporter,
+    TuneReporterBase,
+)
+from tunelib._trial_progress import TrialProgressCallback
+
+__all__ = ["CLIReporter", "JupyterNotebookReporter", "ProgressReporter",
+           "TrialProgressCallback", "TuneReporterBase"]

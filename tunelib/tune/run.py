@@ -159,7 +159,7 @@ def run(
     Raises ``TuneError`` when a trial failed for good and ``raise_on_failed_trial`` is set.
     """
     arguments = dict(locals())  # this call's arguments, first thing: nothing else is bound
-    from tunelib.runner import run_experiment
+    from tunelib.runner import TUNE_RUN_RESUME_CALL, run_experiment
     from tunelib.tune.experiment import Experiment
 
     if isinstance(run_or_experiment, (Experiment, list)):  # the legacy Experiment API
@@ -211,8 +211,15 @@ def run(
         # every trial starts from the checkpoint ``restore`` names (Ray: "only makes sense
         # with one trial")
         restore_path=restore,
+        restore_call=TUNE_RUN_RESUME_CALL,
     )
-    failed = [t for t in analysis.trials if t.status == "ERROR"]
-    if failed and raise_on_failed_trial:
-        raise TuneError(f"Trials did not complete: {[str(t) for t in failed]}")
+    # Ray's rule: trials not TERMINATED raise, unless the experiment was interrupted
+    # (Ctrl-C: its unfinished trials are the ones left RUNNING/PENDING/PAUSED) - then they
+    # are logged, as with raise_on_failed_trial=False
+    incomplete = [str(t) for t in analysis.trials if t.status != "TERMINATED"]
+    interrupted = any(t.status not in ("TERMINATED", "ERROR") for t in analysis.trials)
+    if incomplete and raise_on_failed_trial and not interrupted:
+        raise TuneError(f"Trials did not complete: {incomplete}")
+    if incomplete:
+        logger.error("Trials did not complete: %s", incomplete)
     return analysis

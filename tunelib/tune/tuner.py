@@ -79,30 +79,31 @@ class Tuner:
             parent, _, name = self._restored_path.rstrip("/").rpartition("/")
             run_config = dataclasses.replace(run_config, name=name, storage_path=parent or ".",
                                              storage_filesystem=self._restored_fs)
+            _import_ray_search_state(self._restored_path, self._restored_fs)
         analysis = run_experiment(
             self._trainable,
             param_space=self._param_space,
             tune_config=self._tune_config,
             run_config=run_config,
             resume=self._resume,
+            # as Ray, when the experiment starts: a restore after a crash knows its configs
+            before_start=self._write_tuner_file,
         )
-        self._write_tuner_file(run_config, analysis.experiment_path)
         self._results = ResultGrid(analysis)
         return self._results
 
-    def _write_tuner_file(self, run_config: RunConfig, experiment_path: str) -> None:
-        """What ``Tuner.restore`` needs: the param space and configs (not the trainable).
+    def _write_tuner_file(self, fs, experiment_path: str) -> None:
+        """What ``Tuner.restore`` needs: the param space and configs (not the trainable),
+        written into the experiment dir before its first trial starts.
 
-        The experiment itself has finished by now, so a failure (configs holding objects
-        cloudpickle cannot pickle, storage refusing the write) warns instead of raising.
+        A failure (configs holding objects cloudpickle cannot pickle, storage refusing the
+        write) warns instead of raising: the experiment itself can run.
         """
         from tunelib import storage
-        from tunelib.runner import storage_root
 
-        target = shown = storage.join(experiment_path, _TUNER_FILE)
+        target = storage.join(experiment_path, _TUNER_FILE)
+        shown = storage.fs_uri(fs, target)  # as the user wrote it: s3://bucket/...
         try:
-            fs, _ = storage_root(run_config)  # the experiment's filesystem (s3://, memory://)
-            shown = storage.fs_uri(fs, target)  # as the user wrote it: s3://bucket/...
             data = cloudpickle.dumps({
                 "param_space": self._param_space,
                 "tune_config": self._tune_config,
@@ -111,11 +112,11 @@ class Tuner:
             storage.write_bytes(fs, target, data)
         except Exception as exc:
             warnings.warn(
-                f"Could not write {shown!r} ({type(exc).__name__}: {exc}). The results are "
-                "complete, but Tuner.restore() of this experiment will not know its "
-                "param_space (pass it again) and will use default TuneConfig/RunConfig values.",
+                f"Could not write {shown!r} ({type(exc).__name__}: {exc}). The experiment "
+                "runs, but Tuner.restore() of it will not know its param_space (pass it "
+                "again) and will use default TuneConfig/RunConfig values.",
                 RuntimeWarning,
-                stacklevel=3,  # _write_tuner_file <- fit <- the user's call
+                stacklevel=4,  # _write_tuner_file <- run_experiment <- fit <- the user's call
             )
 
     def get_results(self):
@@ -163,15 +164,9 @@ class Tuner:
                 "or tuner.pkl found there."
             )
         fs, fs_path = storage.get_fs_and_path(path, storage_filesystem)
-        saved: Dict[str, Any] = {}
-        tuner_file = storage.join(fs_path, _TUNER_FILE)
-        if storage.exists(fs, tuner_file):
-            try:
-                saved = cloudpickle.loads(storage.read_bytes(fs, tuner_file))
-            except Exception:
-                saved = {}  # a tuner.pkl written by Ray holds Ray objects
-            if not isinstance(saved, dict):
-                saved = {}
+        saved = _read_tuner_file(fs, fs_path)
+        if param_space is None and saved.get("param_space") is None and saved.get("ray"):
+            param_space = _ray_param_space(fs, fs_path)
         tuner = cls(
             trainable,
             param_space=param_space if param_space is not None else saved.get("param_space"),
@@ -201,3 +196,50 @@ class Tuner:
         except Exception:
             return False
         return any(n.startswith("experiment_state-") or n == _TUNER_FILE for n in names)
+
+
+def _read_tuner_file(fs, experiment_path: str) -> Dict[str, Any]:
+    """What the experiment's ``tuner.pkl`` says: tunelib's own dict, or the configs of a
+    Ray-written one, read without Ray (``_ray_compat``; its ``"ray"`` key is True then).
+    ``{}`` when there is none; a file that cannot be read warns and gives ``{}`` too."""
+    from tunelib import _ray_compat, storage
+
+    path = storage.join(experiment_path, _TUNER_FILE)
+    if not storage.exists(fs, path):
+        return {}
+    try:
+        saved = _ray_compat.loads(storage.read_bytes(fs, path))
+    except Exception as exc:  # noqa: BLE001 - a module missing here, a damaged file
+        warnings.warn(
+            f"Could not read {storage.fs_uri(fs, path)!r} ({type(exc).__name__}: {exc}); the "
+            "restored Tuner uses default TuneConfig/RunConfig values and no param_space "
+            "(pass param_space= to Tuner.restore).",
+            RuntimeWarning, stacklevel=3,
+        )
+        return {}
+    from_ray = _ray_compat.tuner_state_from_ray(saved)
+    if from_ray is not None:
+        return {**from_ray, "ray": True}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _ray_param_space(fs, experiment_path: str) -> Optional[Dict[str, Any]]:
+    """A Ray experiment's param space: Ray's tuner.pkl leaves it out, its variant
+    generator's state has it (None when that cannot be read)."""
+    from tunelib import _ray_compat
+
+    try:
+        ray_state = _ray_compat.read_search_state(fs, experiment_path)
+    except ValueError:  # a Ray searcher's state: fit() says so, get_results() needs none
+        return None
+    return ray_state.param_space if ray_state is not None else None
+
+
+def _import_ray_search_state(path: str, storage_filesystem) -> None:
+    """Before tunelib continues a Ray experiment: Ray's variant generator state, made
+    tunelib's, beside Ray's (its runs are continued, not repeated)."""
+    from tunelib import _ray_compat, storage
+
+    fs, fs_path = storage.get_fs_and_path(path, storage_filesystem)
+    if storage.is_local(fs):  # as tunelib's own search state, which is kept on local disk
+        _ray_compat.import_search_state(fs, fs_path)

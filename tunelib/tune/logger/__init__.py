@@ -1,12 +1,18 @@
-"""``tunelib.tune.logger``: the path of Ray's ``ray.tune.logger``.
+"""``tunelib.tune.logger``: Ray's ``ray.tune.logger`` (defined in ``tunelib._loggers`` and
+``tunelib._tensorboard``).
 
-Every trial already writes Ray's ``result.json``, ``progress.csv`` and ``params.json``
-itself (and TensorBoard events with tensorboardX), whatever the callbacks. Ray's logger
-callback classes (``LoggerCallback``, ``CSVLoggerCallback``, ``JsonLoggerCallback``,
-``TBXLoggerCallback``) and ``pretty_print`` are not provided yet, so importing them fails
-rather than returning look-alikes. Example::
+Every trial writes Ray's ``result.json``, ``progress.csv`` and ``params.json`` itself, so
+``JsonLoggerCallback`` and ``CSVLoggerCallback`` are accepted but write nothing twice;
+``TBXLoggerCallback`` writes TensorBoard event files (tensorboardX, the ``tensorboard``
+extra) and is added by default when tensorboardX is installed. Example::
 
-    from tunelib.tune import logger   # the module exists
+    from tunelib.tune.logger import TBXLoggerCallback, pretty_print
+
+    print(pretty_print({"loss": 0.1, "training_iteration": 3}))
 """
 
-__all__: list = []
+from tunelib._loggers import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback, pretty_print
+from tunelib._tensorboard import TBXLoggerCallback
+
+__all__ = ["CSVLoggerCallback", "JsonLoggerCallback", "LoggerCallback", "TBXLoggerCallback",
+           "pretty_print"]
