@@ -36,10 +36,9 @@ def send(conn, message: Any) -> None:
     fast path, every result), else with cloudpickle (a lambda or a class defined in the
     user's script in a config, as Ray sends them). The receiving ``recv()`` reads both."""
     try:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        conn.send(message)  # pickles before it writes: a failure sends nothing
     except (pickle.PicklingError, TypeError, AttributeError):
-        data = dumps(message)
-    conn.send_bytes(data)
+        conn.send_bytes(dumps(message))
 
 
 def loads(data: bytes) -> Any:
