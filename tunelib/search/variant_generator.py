@@ -145,6 +145,21 @@ def parse_spec_vars(spec: Dict) -> Tuple[List[Tuple[Tuple, Any]], List, List]:
     return list(resolved.items()), domain_vars, grid_vars
 
 
+
+def flat_spec_vars(spec: Dict, space_name: str) -> Tuple[List, List, List]:
+    """``parse_spec_vars`` of ``spec`` flattened to ``"a/b"`` keys (Ray's order), for a
+    searcher converting it into its library's space; a grid search is refused with the
+    parameter's path (``space_name``: "a Nevergrad search space", ...)."""
+    from tunelib._layout import flatten_dict
+
+    _, _, grid_vars = parse_spec_vars(spec)
+    if grid_vars:
+        raise ValueError(
+            f"{format_path(grid_vars[0][0])}: Grid search parameters cannot be "
+            f"automatically converted to {space_name}."
+        )
+    return parse_spec_vars(flatten_dict(spec, prevent_delimiter=True))
+
 def _path_key(path: Tuple) -> Tuple:
     return tuple((0, p) if isinstance(p, int) else (1, str(p)) for p in path)
 

@@ -30,7 +30,7 @@ from packaging.specifiers import SpecifierSet
 
 from tunelib.search import UNRESOLVED_SEARCH_SPACE
 from tunelib.search._flat_path import flat_path_label
-from tunelib.search._util import flatten_dict, format_path
+from tunelib.search._util import flatten_dict
 from tunelib.search.bohb.bohb_search import unflatten_list_dict
 from tunelib.search.domain import (
     Categorical,
@@ -42,7 +42,7 @@ from tunelib.search.domain import (
     Uniform,
 )
 from tunelib.search.searcher import Searcher
-from tunelib.search.variant_generator import parse_spec_vars
+from tunelib.search.variant_generator import flat_spec_vars, parse_spec_vars
 
 logger = logging.getLogger(__name__)
 
@@ -352,15 +352,7 @@ class AxSearch(Searcher):
             #  {'name': 'lr', 'type': 'range', 'bounds': [0.0001, 0.1],
             #   'value_type': 'float', 'log_scale': True}]
         """
-        _, _, grid_vars = parse_spec_vars(spec)
-        if grid_vars:
-            raise ValueError(
-                f"{format_path(grid_vars[0][0])}: Grid search parameters cannot be "
-                "automatically converted to an Ax search space; use tune.choice([...])."
-            )
-        # flattened first, as Ray does: the parameter order (Sobol's dimensions) follows it
-        spec = flatten_dict(spec, prevent_delimiter=True)
-        resolved_vars, domain_vars, _ = parse_spec_vars(spec)
+        resolved_vars, domain_vars, _ = flat_spec_vars(spec, "an Ax search space; use tune.choice([...])")
 
         def name(path: Tuple) -> str:
             return "/".join(str(p) for p in path)

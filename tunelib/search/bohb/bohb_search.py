@@ -24,7 +24,6 @@ import cloudpickle
 
 from tunelib.search import UNRESOLVED_SEARCH_SPACE
 from tunelib.search._flat_path import flat_path_label
-from tunelib.search._util import flatten_dict, format_path
 from tunelib.search.domain import (
     Categorical,
     Domain,
@@ -36,7 +35,7 @@ from tunelib.search.domain import (
     Uniform,
 )
 from tunelib.search.searcher import Searcher
-from tunelib.search.variant_generator import parse_spec_vars
+from tunelib.search.variant_generator import flat_spec_vars, parse_spec_vars
 
 logger = logging.getLogger(__name__)
 
@@ -239,14 +238,7 @@ class TuneBOHB(Searcher):
             TuneBOHB.convert_search_space({"x": tune.uniform(0, 1)})
         """
         CS = _import_configspace()
-        _, domain_vars, grid_vars = parse_spec_vars(spec)
-        if grid_vars:
-            raise ValueError(
-                f"{format_path(grid_vars[0][0])}: Grid search parameters cannot be "
-                "automatically converted to a TuneBOHB search space."
-            )
-        spec = flatten_dict(spec, prevent_delimiter=True)
-        _, domain_vars, _ = parse_spec_vars(spec)
+        _, domain_vars, _ = flat_spec_vars(spec, "a TuneBOHB search space")
 
         def resolve_value(path: Tuple, par: str, domain: Domain) -> Any:
             sampler = domain.get_sampler()

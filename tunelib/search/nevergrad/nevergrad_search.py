@@ -19,10 +19,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tunelib.search import UNRESOLVED_SEARCH_SPACE
 from tunelib.search._flat_path import flat_path_label
-from tunelib.search._util import flatten_dict, format_path, unflatten_dict
+from tunelib.search._util import unflatten_dict
 from tunelib.search.domain import Categorical, Domain, Float, Integer, LogUniform, Quantized
 from tunelib.search.searcher import Searcher
-from tunelib.search.variant_generator import parse_spec_vars
+from tunelib.search.variant_generator import flat_spec_vars, parse_spec_vars
 
 logger = logging.getLogger(__name__)
 
@@ -206,14 +206,7 @@ class NevergradSearch(Searcher):
             NevergradSearch.convert_search_space({"x": tune.uniform(0, 1)})
         """
         ng = _import_nevergrad()
-        _, domain_vars, grid_vars = parse_spec_vars(spec)
-        if grid_vars:
-            raise ValueError(
-                f"{format_path(grid_vars[0][0])}: Grid search parameters cannot be "
-                "automatically converted to a Nevergrad search space."
-            )
-        spec = flatten_dict(spec, prevent_delimiter=True)
-        _, domain_vars, _ = parse_spec_vars(spec)
+        _, domain_vars, _ = flat_spec_vars(spec, "a Nevergrad search space")
 
         def resolve_value(path: Tuple, domain: Domain) -> Any:
             sampler = domain.get_sampler()
