@@ -8,6 +8,13 @@ config apply). The wrapped filesystems pickle, so ``(fs, path)`` can be sent to 
 processes; for ``memory://`` the data itself stays in the process that wrote it
 (see :func:`is_process_local`).
 
+A Prefect filesystem block names a location too: ``prefect-block://<type>/<name>[/sub]``
+as a path, or a block instance as ``storage_filesystem`` (Prefect keeps the settings and
+credentials; :mod:`tunelib.prefect.storage_blocks` turns the block into an fsspec
+filesystem). That module is imported only for such a path, or for a filesystem argument
+that is not a pyarrow one while Prefect is already imported: this module's one edge up
+into the Prefect layer, listed in tests/test_layering.py.
+
 Example::
 
     fs, path = get_fs_and_path("s3://bucket/results/exp")   # path == "bucket/results/exp"
@@ -20,14 +27,17 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import sys
 import tempfile
 import threading
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import pyarrow.fs as pafs
 
 __all__ = [
     "get_fs_and_path",
+    "wrap_fsspec",
+    "Alias",
     "fs_from_uri",
     "fs_uri",
     "is_local",
@@ -51,6 +61,38 @@ _FS_CACHE: Dict[str, pafs.FileSystem] = {}
 _FS_CACHE_LOCK = threading.Lock()
 # Protocols whose data lives only in the current process.
 _PROCESS_LOCAL_PROTOCOLS = {"memory"}
+# Paths of this scheme name a Prefect filesystem block (tunelib.prefect.storage_blocks).
+_BLOCK_SCHEME = "prefect-block"
+
+
+class Alias(NamedTuple):
+    """Another URL for the files under ``root``: ``uri`` + the rest of the path.
+
+    A Prefect block's files are known as ``prefect-block://type/name/...``, a URL that
+    names the block holding the credentials rather than the bare ``s3://`` location.
+    """
+
+    uri: str
+    root: str
+
+
+class _AliasedHandler(pafs.FSSpecHandler):
+    def __init__(self, fs, alias: Optional[Alias]):
+        super().__init__(fs)
+        self.alias = alias
+
+
+def wrap_fsspec(fsspec_fs, alias: Optional[Alias] = None) -> pafs.FileSystem:
+    """An fsspec filesystem (with its options, e.g. credentials) as a pyarrow filesystem.
+
+    It pickles with its options, so worker processes reach the same storage. With
+    ``alias``, :func:`fs_uri` names paths under ``alias.root`` by ``alias.uri``.
+
+    Example::
+
+        fs = wrap_fsspec(fsspec.filesystem("s3", client_kwargs={"endpoint_url": url}))
+    """
+    return pafs.PyFileSystem(_AliasedHandler(fsspec_fs, alias))
 
 
 def _split_protocol(uri: str) -> Tuple[Optional[str], str]:
@@ -84,17 +126,39 @@ def _cached_fsspec(protocol: str) -> pafs.FileSystem:
         return fs
 
 
+def _storage_blocks():
+    from tunelib.prefect import storage_blocks  # the one edge up; see the module docstring
+
+    return storage_blocks
+
+
+def _block_filesystem(storage_filesystem: Any, path: str) -> Optional[Tuple[pafs.FileSystem, str]]:
+    """``(fs, path)`` when ``storage_filesystem`` is a Prefect block, else None.
+
+    A block instance means Prefect is imported already: without it, nothing is imported.
+    """
+    if isinstance(storage_filesystem, pafs.FileSystem) or "prefect" not in sys.modules:
+        return None
+    blocks = _storage_blocks()
+    if not blocks.is_storage_block(storage_filesystem):
+        return None
+    return blocks.resolve_path(storage_filesystem, path)
+
+
 def get_fs_and_path(
     path: Union[str, os.PathLike],
-    storage_filesystem: Optional[pafs.FileSystem] = None,
+    storage_filesystem: Any = None,
 ) -> Tuple[pafs.FileSystem, str]:
     """Resolve a path or URI to a ``(pyarrow filesystem, path on it)`` pair.
 
     With ``storage_filesystem`` given, ``path`` is taken as already prefix-stripped
-    and returned unchanged (as Ray does). Otherwise: local paths and ``file://`` give
-    pyarrow's ``LocalFileSystem`` and an absolute path; ``s3://bucket/x`` gives an
-    s3fs-backed filesystem and ``"bucket/x"``; any other fsspec protocol gives that
-    fsspec filesystem, wrapped for pyarrow.
+    and returned unchanged (as Ray does); a Prefect filesystem block given there becomes
+    its filesystem, and ``path`` a folder under its basepath. Otherwise: local paths and
+    ``file://`` give pyarrow's ``LocalFileSystem`` and an absolute path; ``s3://bucket/x``
+    gives an s3fs-backed filesystem and ``"bucket/x"``; ``prefect-block://type/name/x``
+    gives the filesystem of that Prefect block (loaded once per process) and ``x`` under
+    its basepath; any other fsspec protocol gives that fsspec filesystem, wrapped for
+    pyarrow.
 
     Example::
 
@@ -106,10 +170,12 @@ def get_fs_and_path(
     if not isinstance(path, str):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}: {path!r}")
     if storage_filesystem is not None:
-        return storage_filesystem, path
+        return _block_filesystem(storage_filesystem, path) or (storage_filesystem, path)
     proto, rest = _split_protocol(path)
     if proto is None or proto in ("file", "local"):
         return _LOCAL, os.path.abspath(os.path.expanduser(rest))
+    if proto == _BLOCK_SCHEME:
+        return _storage_blocks().resolve_url(path)
     if proto == "s3a":
         proto = "s3"
     fs = _cached_fsspec(proto)
@@ -126,10 +192,13 @@ def fs_uri(fs: pafs.FileSystem, path: str) -> str:
     """Turn ``(fs, path)`` back into the URL a user would write.
 
     ``(LocalFileSystem, "/abs/p")`` → ``"/abs/p"``; memory → ``"memory://p"``;
-    s3 → ``"s3://bucket/p"``.
+    s3 → ``"s3://bucket/p"``; a Prefect block's files → ``"prefect-block://type/name/p"``.
     """
     if isinstance(fs, pafs.LocalFileSystem):
         return path
+    alias = getattr(getattr(fs, "handler", None), "alias", None)
+    if alias is not None and (path == alias.root or path.startswith(alias.root + "/")):
+        return alias.uri + path[len(alias.root):]
     inner = _fsspec_fs(fs)
     if inner is not None:
         proto = _fsspec_protocol(inner)
