@@ -27,6 +27,10 @@ def _requires_postgres():
 
 def counting_fn(config):
     """Counts to ITERATIONS with a checkpoint per step; fails once at step 3 when asked."""
+    import logging
+
+    print(f"counting-marker x={config['x']}")
+    logging.getLogger("counting").warning("logging-marker x=%s", config["x"])
     start = 0
     ckpt = tune.get_checkpoint()
     if ckpt:
@@ -142,6 +146,43 @@ def test_experiment_on_two_workers_equals_local_run(cluster, tmp_path):
     # the failure was retried in place by Prefect (run_count 2), not resubmitted
     assert [fr.parameters["config"]["x"] for fr in retried] == [2.0]
 
+    # the trials are subflows of the experiment: each run's parent task run is in it
+    experiment_runs = [fr for fr in runs if fr.deployment_id is None]
+    assert len(experiment_runs) == 1
+    with SyncPrefectClient(cluster.api_url) as client:
+        for fr in trial_runs:
+            assert fr.parent_task_run_id is not None, fr.name
+            parent = client.read_task_run(fr.parent_task_run_id)
+            assert parent.flow_run_id == experiment_runs[0].id, fr.name
+        logs = {fr.id: _run_logs(client, fr.id, "logging-marker") for fr in trial_runs}
+    # the trainable's prints and logging records are on its run
+    for fr in trial_runs:
+        messages = [log.message for log in logs[fr.id]]
+        assert any("counting-marker x=" in m for m in messages), (fr.name, messages)
+        assert any("logging-marker x=" in m for m in messages), (fr.name, messages)
+    # the retried run: the failed attempt's traceback is a warning; nothing at ERROR after
+    # the retry started (Prefect's engine once re-raised the failure at the end)
+    messages = [(log.level, log.message) for log in logs[retried[0].id]]
+    assert any(level == 30 and "injected failure" in m for level, m in messages), messages
+    retry_at = next(i for i, (_, m) in enumerate(messages) if "attempt 2" in m)
+    assert [m for level, m in messages[retry_at:] if level >= 40] == []
+    assert not any("Engine execution exited" in m for _, m in messages)
+
+
+def _run_logs(client, flow_run_id, wait_for: str, timeout_s: float = 30.0):
+    """The run's logs, once one containing ``wait_for`` arrived (workers ship logs in
+    batches) or after ``timeout_s``."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[flow_run_id])), sort=LogSort.TIMESTAMP_ASC)
+        if any(wait_for in log.message for log in logs) or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.5)
+
 
 def slow_counting_fn(config):
     """30 steps of 0.3 s, a checkpoint each."""
@@ -216,6 +257,60 @@ def test_killed_worker_trial_is_retried_elsewhere_from_its_checkpoint(cluster, t
     iterations = [row["training_iteration"] for row in _results(result.path)]
     assert iterations[-1] == 30 and sorted(set(iterations)) == list(range(1, 31))
     assert len(iterations) < 2 * 30 - 3  # resumed past the start
+
+
+def test_cancelled_trial_run_ends_that_trial_without_a_retry(cluster, tmp_path):
+    import threading
+
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.states import Cancelling
+
+    storage = str(tmp_path / "shared")
+    cancelled = []
+
+    def cancel_x2_when_it_reported():
+        with SyncPrefectClient(cluster.api_url) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=["cancel-one"])))
+                for fr in runs:
+                    if (fr.deployment_id is not None and fr.parameters["config"]["x"] == 2.0
+                            and fr.state.type.value == "RUNNING"):
+                        exp = os.path.join(storage, "cancel-one")
+                        dirs = [os.path.join(exp, d) for d in os.listdir(exp) if "x=2" in d]
+                        if dirs and len(_results(dirs[0])) >= 3:
+                            client.set_flow_run_state(fr.id, Cancelling(message="by the test"),
+                                                      force=True)
+                            cancelled.append(fr.id)
+                            return
+                time.sleep(0.3)
+
+    threading.Thread(target=cancel_x2_when_it_reported, daemon=True).start()
+    grid = tune.Tuner(
+        slow_counting_fn, param_space={"x": tune.grid_search([1.0, 2.0])},
+        tune_config=tune.TuneConfig(metric="score", mode="max", max_concurrent_trials=2),
+        run_config=tune.RunConfig(
+            name="cancel-one", storage_path=storage, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=1),
+            executor=_workers(cluster)),
+    ).fit()
+    assert cancelled
+    # the experiment finished; the cancelled trial stopped early, not as a failure
+    assert grid.num_errors == 0
+    by_x = {r.config["x"]: r for r in grid}
+    assert by_x[1.0].metrics["training_iteration"] == 30
+    assert by_x[2.0].metrics["training_iteration"] < 30
+    assert not os.path.exists(os.path.join(by_x[2.0].path, "error.txt"))
+    with SyncPrefectClient(cluster.api_url) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["cancel-one"])))
+    x2_runs = [fr for fr in runs
+               if fr.deployment_id is not None and fr.parameters["config"]["x"] == 2.0]
+    # not retried: one run, the cancelled one, which ran once
+    assert [str(fr.id) for fr in x2_runs] == [str(cancelled[0])]
+    assert x2_runs[0].run_count == 1
 
 
 def test_storage_on_s3_is_shared_with_the_workers(cluster, s3_endpoint, tmp_path, monkeypatch):
@@ -294,3 +389,87 @@ def test_unreachable_server_is_retried_then_a_clear_error(tmp_path):
         _run(str(tmp_path / "s"), "noserver", str(tmp_path / "m"),
              executor=PrefectWorkers(api_url="http://127.0.0.1:9/api", connect_attempts=3))
     assert time.monotonic() - start >= 1.4  # backed off 0.5 + 1 s
+
+
+def test_missing_api_url_is_one_clear_error_before_prefect_starts(tmp_path, monkeypatch,
+                                                                  capfd):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(tmp_path / "no-profiles.toml"))
+    with pytest.raises(PrefectWorkersError, match="needs PREFECT_API_URL set to the Prefect "
+                                                  "server that the workers poll"):
+        _run(str(tmp_path / "s"), "nourl", str(tmp_path / "m"), executor=PrefectWorkers())
+    assert "Failed to initialize plugins" not in capfd.readouterr().err
+
+
+class _FakeWorkersAPI:
+    """The executor's Prefect calls, recorded; every run's state history says Cancelling."""
+
+    api_url = "http://127.0.0.1:4200/api"
+
+    def __init__(self):
+        self.calls = []
+
+    def create_subflow_task_run(self, experiment_flow_run_id, trial_id, name, tags):
+        self.calls.append(("task run", experiment_flow_run_id, trial_id))
+        return "parent-task-run"
+
+    def create_trial_run(self, trial_id, parameters, name, tags, retries, parent_task_run_id):
+        self.calls.append(("flow run", trial_id, parent_task_run_id))
+        return "trial-run"
+
+    def read_states(self, ids):
+        from tunelib.prefect.workers_api import RunState
+
+        return {i: RunState("CRASHED", "Execution was aborted by a termination signal.")
+                for i in ids}
+
+    def cancel_state(self, flow_run_id):
+        from tunelib.prefect.workers_api import RunState
+
+        return RunState("CANCELLING", "by the user")
+
+
+class _LateRecorder:
+    """Creates the experiment's run on its third ``run_context`` call, as the real one
+    does some time after the experiment started."""
+
+    def __init__(self):
+        self.asked = 0
+        self.attached = []
+
+    def run_context(self, trial_id=None):
+        from tunelib.recording import RunContext
+
+        self.asked += 1
+        return RunContext(_FakeWorkersAPI.api_url, "experiment-run") if self.asked >= 3 else None
+
+    def trial_attached(self, trial_id, flow_run_id):
+        self.attached.append((trial_id, flow_run_id))
+
+
+def test_trial_runs_are_children_of_the_experiment_and_a_cancel_ends_the_trial(tmp_path):
+    from types import SimpleNamespace
+
+    from tunelib import storage
+    from tunelib.executor.base import EventKind, TrialSpec
+    from tunelib.executor.prefect_workers import PrefectWorkersExecutor, TrialRunCancelled
+
+    fs, path = storage.get_fs_and_path(str(tmp_path))
+    experiment = SimpleNamespace(fs=fs, experiment_path=path, experiment_uri=str(tmp_path),
+                                 max_failures=1)
+    recorder = _LateRecorder()
+    executor = PrefectWorkersExecutor(PrefectWorkers(state_poll_s=0), experiment, 2,
+                                      recorder=recorder)
+    executor._api = api = _FakeWorkersAPI()
+    executor.start_trial(TrialSpec("t0", "train_t0", "train_t0", "exp", str(tmp_path),
+                                   f"{path}/train_t0", "key", {"x": 1}))
+    # the first trial waited for the experiment's run, then nested under it
+    assert recorder.asked == 3
+    assert api.calls == [("task run", "experiment-run", "t0"),
+                         ("flow run", "t0", "parent-task-run")]
+    assert recorder.attached == [("t0", "trial-run")]
+    # its run was cancelled (Prefect recorded the killed process as Crashed first): the
+    # trial ends DONE, with the cancel as its reason, not as an error to retry
+    events = executor.poll(1.0)
+    assert [(e.kind, type(e.error)) for e in events] == [(EventKind.DONE, TrialRunCancelled)]
+    assert "cancelled" in events[0].error_text

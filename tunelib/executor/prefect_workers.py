@@ -14,9 +14,12 @@ deployment runs. The driver never talks to a worker; everything goes through two
       <trial>/result.json                     results, as always; the driver tails it
 
 * **the Prefect API** (every call in ``tunelib.prefect.workers_api``): the driver creates one
-  flow run per trial (``run_deployment``-style, returning at once), sets its retries to the
-  failures the trial has left, tells the recorder which run it is (``trial_attached``: the
-  recorder adds the iteration task runs to it), and looks at the runs' states every
+  flow run per trial (``run_deployment``-style, returning at once) as a child of the
+  experiment's flow run (through a stand-in task run in it, as Prefect's engine links a
+  subflow; the recorder creates the experiment's run, ``Recorder.run_context(None)``), sets
+  its retries to the failures the trial has left, tells the recorder which run it is
+  (``trial_attached``: the recorder adds the iteration task runs to it), and looks at the
+  runs' states every
   ``state_poll_s`` seconds to notice a run whose process died (CRASHED). A machine that
   vanishes leaves its run RUNNING for ever, so a running attempt also bumps a heartbeat
   record on storage; one silent for ``heartbeat_timeout_s`` is marked CRASHED.
@@ -34,6 +37,12 @@ spec (restore checkpoint, iteration counters). A flow run whose process was kill
 CRASHED; the driver reports an error and the retry is a new deployment run, picked up by
 whichever worker is free.
 
+Cancel: a trial's flow run cancelled in Prefect (UI, CLI; its worker kills the process, the
+run ends CANCELLED) ends that trial, neither retried nor counted as a failure: the driver
+reports a ``DONE`` event whose ``error`` is a :class:`TrialRunCancelled` (the controller
+records the trial as cancelled). The driver's own ``kill_trial`` and ``shutdown`` cancel the
+runs they end the same way.
+
 Example::
 
     from tunelib import tune
@@ -49,6 +58,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -72,14 +82,23 @@ from tunelib.executor._storage_channel import (
     _Tail,
     _write_atomic,
 )
-from tunelib.executor.base import CheckpointRecord, EventKind, TrialEvent, TrialSpec
+from tunelib.executor.base import (
+    CheckpointRecord,
+    EventKind,
+    TrialEvent,
+    TrialRunCancelled,
+    TrialSpec,
+)
 from tunelib.prefect.workers_api import PrefectWorkersError  # imports no Prefect
-from tunelib.recording import NullRecorder, Recorder
+from tunelib.recording import NullRecorder, Recorder, RunContext
 
 if TYPE_CHECKING:
     from tunelib.prefect.workers_api import RunState, WorkersAPI
 
-__all__ = ["PrefectWorkers", "PrefectWorkersError", "PrefectWorkersExecutor"]
+__all__ = ["PrefectWorkers", "PrefectWorkersError", "PrefectWorkersExecutor",
+           "TrialRunCancelled"]
+
+logger = logging.getLogger("tunelib")
 
 
 @dataclass
@@ -107,6 +126,9 @@ class PrefectWorkers:
         sync_decisions: make each ``report()`` wait for the driver's decision on it, as the
             local executor does: schedulers and stoppers then act at exactly the iteration
             they decide on, at the cost of a storage round trip per result (~0.1 s locally).
+        parent_timeout_s: how long the first trial waits for the recorder to create the
+            experiment's flow run (the trial runs' parent); past it, trial runs are created
+            without a parent (with a warning).
     """
 
     deployment: str = "trial/tunelib-trial"
@@ -121,6 +143,7 @@ class PrefectWorkers:
     heartbeat_timeout_s: float = 30.0
     start_timeout_s: float = 180.0
     sync_decisions: bool = False
+    parent_timeout_s: float = 60.0
 
     def create_executor(self, spec, num_workers: int, payload: bytes,
                         recorder: Optional[Recorder] = None) -> "PrefectWorkersExecutor":
@@ -131,9 +154,41 @@ class PrefectWorkers:
                 f"`deployment` must be '<flow name>/<deployment name>', e.g. 'trial/tunelib-trial', "
                 f"got {self.deployment!r}."
             )
+        self._check_api_url()
         return PrefectWorkersExecutor(self, spec, self.max_concurrent or num_workers,
                                       recorder=recorder)
 
+    def _check_api_url(self) -> None:
+        """Fail at once, without importing Prefect: with no server that the workers share,
+        the driver would wait for an embedded one (≈ 20 s) and then fail, and Prefect
+        imported here while the recorder's thread imports it too prints a confusing
+        'Failed to initialize plugins: deadlock detected' line first."""
+        if self.api_url or os.environ.get("PREFECT_API_URL") or _profile_api_url():
+            return
+        raise PrefectWorkersError(
+            "The Prefect-workers executor needs PREFECT_API_URL set to the Prefect server "
+            "that the workers poll (the one `prefect worker start --pool "
+            f"{self.work_pool}` was started against): e.g. `export "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api` before running the script (or "
+            "`prefect config set PREFECT_API_URL=...`), or pass PrefectWorkers(api_url=...). "
+            "See deployments/README.md."
+        )
+
+
+def _profile_api_url() -> Optional[str]:
+    """PREFECT_API_URL of the active Prefect profile (``prefect config set``), read without
+    importing Prefect; None when there is none."""
+    import tomllib
+
+    home = os.environ.get("PREFECT_HOME") or os.path.join(os.path.expanduser("~"), ".prefect")
+    path = os.environ.get("PREFECT_PROFILES_PATH") or os.path.join(home, "profiles.toml")
+    try:
+        with open(path, "rb") as f:
+            profiles = tomllib.load(f)
+    except (OSError, ValueError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
+    return (profiles.get("profiles", {}).get(active) or {}).get("PREFECT_API_URL") or None
 
 
 # --------------------------------------------------------------------------- driver side
@@ -147,6 +202,7 @@ class _Run:
         self.spec = spec
         self.tail = tail
         self.flow_run_id: Optional[str] = None
+        self.parent_task_run_id: Optional[str] = None   # its stand-in in the experiment's run
         self.seq = 0
         self.retries_left = 0        # Prefect retries left on the current flow run
         self.active = False          # an attempt is running (a slot is taken)
@@ -182,6 +238,8 @@ class PrefectWorkersExecutor:
         self._api: Optional[WorkersAPI] = None   # from start()
         self._last_state_poll = 0.0
         self._trainable_written: set = set()
+        self._parent: Optional[RunContext] = None
+        self._parent_looked_up = False
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -254,13 +312,46 @@ class PrefectWorkersExecutor:
                 "sync_decisions": self.config.sync_decisions,
             },
         }
+        tags = [spec.experiment_name, spec.trial_id]
+        parent = self._experiment_run()
+        if parent is not None and run.parent_task_run_id is None:
+            run.parent_task_run_id = self._api.create_subflow_task_run(
+                parent.flow_run_id, spec.trial_id, spec.trial_name, tags)
         run.flow_run_id = self._api.create_trial_run(
-            spec.trial_id, parameters, name=spec.trial_name,
-            tags=[spec.experiment_name, spec.trial_id], retries=retries)
+            spec.trial_id, parameters, name=spec.trial_name, tags=tags, retries=retries,
+            parent_task_run_id=run.parent_task_run_id)
         run.retries_left = retries
         run.state = None
         run.alive_at = None
         self._recorder.trial_attached(spec.trial_id, run.flow_run_id)
+
+    def _experiment_run(self) -> Optional[RunContext]:
+        """The experiment's flow run, the trial runs' parent. The recorder creates it on its
+        own thread: the first trial waits for it (``parent_timeout_s``), polling; a run on
+        another API than the workers' cannot be a parent. None (warned once) without one."""
+        if self._parent_looked_up:
+            return self._parent
+        self._parent_looked_up = True
+        if isinstance(self._recorder, NullRecorder):
+            return None  # nothing is recorded: no experiment run to nest under
+        deadline = time.monotonic() + self.config.parent_timeout_s
+        context = self._recorder.run_context(None)
+        while context is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            context = self._recorder.run_context(None)
+        if context is None:
+            logger.warning(
+                "The experiment's Prefect flow run was not created within %g s "
+                "(PrefectWorkers(parent_timeout_s=...)): its trials' flow runs are created "
+                "without it as their parent.", self.config.parent_timeout_s)
+        elif context.api_url.rstrip("/") != self._api.api_url.rstrip("/"):
+            logger.warning(
+                "The experiment is recorded on the Prefect API at %s, its trials run on the "
+                "workers' API at %s: the trials' flow runs cannot be its children. Set "
+                "PREFECT_API_URL to the workers' API.", context.api_url, self._api.api_url)
+            context = None
+        self._parent = context
+        return context
 
     def decide(self, trial_id: str, decision: Decision) -> None:
         run = self._runs.get(trial_id)
@@ -346,6 +437,9 @@ class PrefectWorkersExecutor:
                 return None
             run.active = False
             run.in_place_retry = False
+            cancel = self._api.cancel_state(run.flow_run_id)
+            if cancel is not None:
+                return self._cancelled(run, cancel)
             text = (
                 f"The Prefect flow run {run.flow_run_id} of trial {run.trial_id} ended "
                 f"{run.state.type} before the trial finished ({run.state.message or 'no message'}):"
@@ -369,6 +463,11 @@ class PrefectWorkersExecutor:
         run.active = False
         kind = EventKind(outcome.get("kind", EventKind.ERROR))
         if kind is EventKind.ERROR:
+            # a run cancelled in Prefect: its process was killed while the trainable ran
+            cancel = self._api.cancel_state(run.flow_run_id)
+            if cancel is not None:
+                run.in_place_retry = False
+                return self._cancelled(run, cancel)
             # Prefect retries the flow run in place while it has retries left
             run.in_place_retry = run.retries_left > 0
             run.retries_left -= 1
@@ -380,6 +479,14 @@ class PrefectWorkersExecutor:
         checkpoint = None if not saved else CheckpointRecord(
             saved["name"], tuple(saved["kept"]), int(saved["next_index"]))
         return TrialEvent(kind, run.trial_id, checkpoint=checkpoint)
+
+    @staticmethod
+    def _cancelled(run: _Run, state: "RunState") -> TrialEvent:
+        """The trial's run was cancelled in Prefect: the trial ends, not as a failure."""
+        text = (f"The Prefect flow run {run.flow_run_id} of trial {run.trial_id} was cancelled"
+                f" ({state.message or state.type}).")
+        return TrialEvent(EventKind.DONE, run.trial_id, error_text=text,
+                          error=TrialRunCancelled(text))
 
     def _poll_states(self, active: List[_Run]) -> None:
         self._last_state_poll = time.monotonic()

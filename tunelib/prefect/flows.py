@@ -37,7 +37,7 @@ def experiment(name: str, script: str) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
-@flow(name="trial", retries=0, log_prints=False)
+@flow(name="trial", retries=0, log_prints=True)
 def trial(config: Dict[str, Any], tunelib: Dict[str, Any]) -> Any:
     """One attempt of a trial, as a deployment run on a Prefect worker.
 
@@ -45,7 +45,7 @@ def trial(config: Dict[str, Any], tunelib: Dict[str, Any]) -> Any:
     config as Python objects, the checkpoint to restore) and the trainable are read from the
     experiment's storage, which ``tunelib`` locates (``PrefectWorkers`` fills it in). A raise
     fails this attempt; Prefect retries the flow run in place while the driver-set
-    ``retries`` last.
+    ``retries`` last. The trainable's prints and logging records go to the run's logs.
     """
     from tunelib.prefect.deployed_trial import run_deployed
 

@@ -3,8 +3,9 @@
 ``tunelib.executor.prefect_workers`` keeps the protocol (storage channel, attempts,
 heartbeats); every Prefect call it makes is a method of :class:`WorkersAPI`: connect and
 check the pool and deployment (with errors that name the command that fixes them), create
-a trial's deployment run with its retries, cancel it, read the runs' states, mark a dead
-one crashed. A server that does not answer is retried with doubling back-off, then a
+a trial's deployment run with its retries as a child of the experiment's run (through a
+stand-in task run there, as Prefect links a subflow), cancel it, read the runs' states, tell
+a cancelled run from a crashed one, mark a dead one crashed. A server that does not answer is retried with doubling back-off, then a
 :class:`PrefectWorkersError`.
 
 Example::
@@ -12,8 +13,10 @@ Example::
     api = WorkersAPI(api_url=None, connect_attempts=6)   # PREFECT_API_URL
     api.connect()
     api.check_pool_and_deployment("tunelib", "trial/tunelib-trial")
+    parent = api.create_subflow_task_run(experiment_run_id, "t0", "train_fn_00000", ["exp"])
     run_id = api.create_trial_run("t0", parameters, name="train_fn_00000",
-                                  tags=["exp", "t0"], retries=retries_for(2))
+                                  tags=["exp", "t0"], retries=retries_for(2),
+                                  parent_task_run_id=parent)
 """
 
 from __future__ import annotations
@@ -132,16 +135,37 @@ class WorkersAPI:
         self._deployment_id = found.id
 
     # ------------------------------------------------------------------ runs
+    def create_subflow_task_run(self, experiment_flow_run_id: str, trial_id: str,
+                                name: str, tags: List[str]) -> str:
+        """The task run in the experiment's flow run that stands for a trial's subflow, as
+        Prefect's engine creates one for a child flow run (and as the recorder does for a
+        local trial): the ``trial`` flow's task key, ``trial_id`` its dynamic key, Pending."""
+        from prefect.states import Pending
+        from prefect.tasks import Task
+
+        from tunelib.prefect.flows import trial
+
+        task_run = self._call("creating the trial's task run in the experiment", lambda: (
+            self._client.create_task_run(
+                Task(name=trial.name, fn=trial.fn), uuid.UUID(experiment_flow_run_id),
+                dynamic_key=trial_id, name=name, extra_tags=tags, state=Pending(),
+                task_inputs={})))
+        return str(task_run.id)
+
     def create_trial_run(self, trial_id: str, parameters: Dict[str, Any], name: str,
-                         tags: List[str], retries: int) -> str:
+                         tags: List[str], retries: int,
+                         parent_task_run_id: Optional[str] = None) -> str:
         """A new run of the trial deployment (as ``run_deployment(..., timeout=0)`` makes),
-        with ``retries``; returns its id at once."""
+        with ``retries``, the child of ``parent_task_run_id`` when given (see
+        ``create_subflow_task_run``); returns its id at once."""
         from prefect.client.schemas.objects import FlowRunPolicy
 
+        parent = uuid.UUID(parent_task_run_id) if parent_task_run_id else None
         flow_run = self._call("creating the trial's flow run", lambda: (
             self._client.create_flow_run_from_deployment(
                 self._deployment_id, parameters=parameters, name=name, tags=tags,
                 idempotency_key=f"tunelib-{trial_id}-{uuid.uuid4().hex}",
+                parent_task_run_id=parent,
             )))
         # max_failures is per trial, Prefect's retries per flow run: give this run what is left
         self._call("setting the trial's retries", lambda: self._client.update_flow_run(
@@ -150,14 +174,34 @@ class WorkersAPI:
 
     def cancel(self, flow_run_id: str) -> None:
         """Ask for the run's cancellation (the worker owning its process kills it); best
-        effort, for shutting down."""
+        effort, for shutting down. Not forced: the server refuses it for a run that ended
+        already (the driver's view of its state may be a poll old), which keeps its end."""
         from prefect.states import Cancelling
 
         try:
             self._call("cancelling a trial's flow run", lambda: self._client.set_flow_run_state(
-                flow_run_id, Cancelling(message="stopped by tunelib"), force=True))
+                flow_run_id, Cancelling(message="stopped by tunelib"), force=False))
         except Exception:
             pass
+
+    def cancel_state(self, flow_run_id: str) -> Optional[RunState]:
+        """The Cancelling/Cancelled state the run got since it last started running, or None.
+
+        A cancelled run's process is SIGTERMed by its worker; Prefect's engine may record that
+        as Crashed before the worker sets Cancelled, so the current state alone does not say
+        it was a cancel. None too when the history cannot be read."""
+        try:
+            states = self._call("reading a trial's flow run states",
+                                lambda: self._client.read_flow_run_states(uuid.UUID(flow_run_id)))
+        except Exception:
+            return None
+        found = None
+        for state in sorted(states, key=lambda st: st.timestamp):
+            if state.type.value == "RUNNING":
+                found = None
+            elif state.type.value in ("CANCELLING", "CANCELLED"):
+                found = RunState(state.type.value, state.message or "")
+        return found
 
     def read_states(self, flow_run_ids: List[str]) -> Dict[str, RunState]:
         """The current state of each run that has one, by id."""
