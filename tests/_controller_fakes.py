@@ -271,6 +271,18 @@ class FakeRecorder:
     def experiment_finished(self, status: str, summary_rows: List[dict]) -> None:
         self._add("experiment_finished", status=status, summary_rows=summary_rows)
 
+    def trial_logs(self, trial_id: str, records: list) -> None:
+        self._add("trial_logs", trial_id=trial_id, records=list(records))
+
+    def experiment_log(self, level: int, message: str) -> None:
+        self._add("experiment_log", level=level, message=message)
+
+    def watch_cancel(self, callback) -> None:
+        self.cancel_callback = callback
+
+    def run_context(self, trial_id=None):
+        return None
+
     def close(self, timeout: float) -> List[str]:
         return []
 

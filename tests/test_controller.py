@@ -403,3 +403,48 @@ def test_the_fake_recorder_implements_the_recorder_protocol():
     from tunelib.recording import Recorder
 
     assert isinstance(FakeRecorder(), Recorder)
+
+
+# --------------------------------------------------------------------------- Prefect's Cancel
+
+
+class CancelsAtFirstResultOfA(FIFOScheduler):
+    """At trial "a"'s first result, asks for what a cancel in Prefect asks for: one other
+    trial stopped (``request_trial_stop``), or the whole experiment (``request_stop``)."""
+
+    def __init__(self, whole_experiment: bool = False):
+        super().__init__()
+        self.whole_experiment = whole_experiment
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if trial.config["name"] == "a" and result["training_iteration"] == 1:
+            if self.whole_experiment:
+                tune_controller.request_stop("the experiment's Prefect flow run was cancelled")
+            for other in tune_controller.get_trials():
+                if other.config["name"] == "b":
+                    tune_controller.request_trial_stop(other.trial_id)
+        return self.CONTINUE
+
+
+def test_cancelled_trial_run_stops_that_trial_only_and_is_recorded_cancelled(tmp_path):
+    controller, _, recorder = run_controller(
+        {"a": losses(3, 2, 1), "b": forever()}, tmp_path, scheduler=CancelsAtFirstResultOfA())
+
+    a, b = trial_named(controller, "a"), trial_named(controller, "b")
+    assert (a.status, b.status) == ("TERMINATED", "TERMINATED")
+    assert a.last_result["training_iteration"] == 3
+    assert recorder.finished_status(b.trial_id) == "CANCELLED"
+    assert "cancelled" in recorder.finished(b.trial_id).args["message"]
+    assert recorder.finished_status(a.trial_id) == "TERMINATED"
+    assert recorder.called("experiment_finished")[0].args["status"] == "COMPLETED"
+
+
+def test_interrupted_experiment_is_recorded_cancelled_with_its_trials_interrupted(tmp_path):
+    controller, _, recorder = run_controller(
+        {"a": forever(), "c": forever()}, tmp_path,
+        scheduler=CancelsAtFirstResultOfA(whole_experiment=True))
+
+    assert controller.interrupted
+    assert [t.status for t in controller.trials] == ["RUNNING", "RUNNING"]  # resumable
+    assert {recorder.finished_status(t.trial_id) for t in controller.trials} == {"INTERRUPTED"}
+    assert recorder.called("experiment_finished")[0].args["status"] == "CANCELLED"

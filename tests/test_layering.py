@@ -13,12 +13,11 @@ PACKAGE = os.path.join(ROOT, "tunelib")
 PREFECT_LAYER = "tunelib.prefect"
 
 # What tunelib.prefect may import of tunelib: the recording protocol it implements, the
-# life-cycle vocabularies and the JSON encoding of results (the records' content), the
-# lifeline of its server process, and what a deployed trial flow runs on a worker: the
+# life-cycle vocabularies and the JSON encoding of results (the records' content), and what a deployed trial flow runs on a worker: the
 # workers executor's trial side (remote_trial), its storage channel and message types, and
 # the executor's event vocabulary. None of these imports tunelib.prefect back.
 LOWER = {
-    "tunelib._layout", "tunelib._lifecycle", "tunelib._lifeline", "tunelib.recording",
+    "tunelib._layout", "tunelib._lifecycle", "tunelib.recording",
     "tunelib.storage", "tunelib.executor.base", "tunelib.executor._messages",
     "tunelib.executor._storage_channel", "tunelib.executor.remote_trial",
 }
@@ -27,8 +26,20 @@ LOWER = {
 TOP = ("tunelib.runner", "tunelib.executor.prefect_workers", "tunelib.tune", "tunelib.train",
        "tunelib.cli")
 
-# Known upward imports outside this layer's code, left out of the cycle check (none now).
-KNOWN_UPWARD: set = set()
+# Known upward imports outside this layer's code, left out of the cycle check.
+KNOWN_UPWARD: set = {
+    # A prefect-block:// storage path, or a Prefect block as storage_filesystem, is resolved
+    # by the Prefect layer (lazily, inside a function: only for such a path or block).
+    ("tunelib.storage", "tunelib.prefect.storage_blocks"),
+    # A local-executor worker whose trainable imported Prefect runs it inside the trial's
+    # flow run (a user's @task there becomes a task run of the trial): the worker imports
+    # trial_context lazily, only when "prefect" is in sys.modules already. Through
+    # flows.trial's body it reaches remote_trial, which reuses the worker's trial runner.
+    ("tunelib.executor.worker", "tunelib.prefect.trial_context"),
+}
+# Modules below the top layer allowed to import the Prefect layer: exactly these edges.
+BELOW_TOP_EDGES = {("tunelib.executor.worker", "tunelib.prefect.trial_context"),
+                   ("tunelib.storage", "tunelib.prefect.storage_blocks")}
 
 
 def _modules() -> Dict[str, str]:
@@ -113,8 +124,9 @@ def test_only_the_top_layer_imports_the_prefect_layer():
     graph = _graph()
     importers = sorted(m for m, targets in graph.items()
                        if not _in_layer(m) and any(_in_layer(t) for t in targets))
-    below_top = [m for m in importers
-                 if not any(m == top or m.startswith(top + ".") for top in TOP)]
+    below_top = [f"{m} -> {t}" for m in importers
+                 if not any(m == top or m.startswith(top + ".") for top in TOP)
+                 for t in sorted(graph[m]) if _in_layer(t) and (m, t) not in BELOW_TOP_EDGES]
     assert "tunelib.runner" in importers and below_top == []
 
 
@@ -128,7 +140,8 @@ def test_no_import_cycle_runs_through_the_prefect_layer():
 
 def test_lower_modules_do_not_import_the_prefect_layer():
     graph = _graph()
-    back = sorted(f"{m} -> {t}" for m in LOWER for t in graph[m] if _in_layer(t))
+    back = sorted(f"{m} -> {t}" for m in LOWER for t in graph[m]
+                  if _in_layer(t) and (m, t) not in BELOW_TOP_EDGES)
     assert back == []
 
 

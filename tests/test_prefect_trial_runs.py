@@ -89,3 +89,16 @@ def test_buffered_results_become_one_batch_named_by_their_iterations():
     tr.recorded(batch)
     tr.add_result(110.0, {"loss": 0.1})  # no training_iteration: counted on
     assert (tr.take_batch().first, tr.batches) == (4, 2)
+
+
+def test_cancelled_and_interrupted_trials_end_cancelled_saying_which():
+    cancelled = started().finish(TrialOutcome.CANCELLED, "")
+    assert cancelled.state.kind is StateKind.CANCELLED and cancelled.force
+    assert cancelled.state.message == "cancelled from Prefect"
+    interrupted = started().finish(TrialOutcome.INTERRUPTED, "Ctrl-C")
+    assert interrupted.state.kind is StateKind.CANCELLED and interrupted.force
+    assert interrupted.state.message.startswith("interrupted (Ctrl-C); resumes")
+    tr = started()
+    assert tr.live
+    tr.finish(TrialOutcome.INTERRUPTED)
+    assert not tr.live and tr.phase is Phase.FINAL

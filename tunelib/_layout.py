@@ -526,8 +526,22 @@ def runner_data(*, metric: Optional[str], mode: Optional[str], name: str, sessio
 def experiment_state(trial_data: List[List[str]], runner_data: Dict[str, Any],
                      start_time: float) -> str:
     """The whole ``experiment_state-*.json`` text."""
-    return dumps({"trial_data": trial_data, "runner_data": runner_data,
-                  "stats": {"start_time": start_time}})
+    return experiment_state_encoded([encode_trial_entry(e) for e in trial_data], runner_data,
+                                    start_time)
+
+
+def encode_trial_entry(entry: List[str]) -> str:
+    """One ``trial_data`` entry as its JSON text (a finished trial's is encoded once and
+    reused by every later save: :func:`experiment_state_encoded`)."""
+    return dumps(entry)
+
+
+def experiment_state_encoded(encoded: List[str], runner_data: Dict[str, Any],
+                             start_time: float) -> str:
+    """:func:`experiment_state` from entries already encoded by :func:`encode_trial_entry`:
+    the same text, joined instead of re-encoded (10,000 trials: milliseconds)."""
+    return ('{"trial_data": [' + ", ".join(encoded) + '], "runner_data": '
+            + dumps(runner_data) + ', "stats": ' + dumps({"start_time": start_time}) + "}")
 
 
 def _json_field(value: Any) -> Any:

@@ -58,6 +58,8 @@ class TrialOutcome(StrEnum):
     TERMINATED = "TERMINATED"
     STOPPED = "STOPPED"
     ERROR = "ERROR"
+    CANCELLED = "CANCELLED"   # its Prefect run was cancelled (UI, CLI); Ray: TERMINATED
+    INTERRUPTED = "INTERRUPTED"   # the experiment was interrupted; resumable, Ray: RUNNING
 
 
 class StoppedBy(StrEnum):
@@ -66,6 +68,7 @@ class StoppedBy(StrEnum):
     SCHEDULER = "the scheduler"
     STOPPER = "the stopper"
     EXPERIMENT = "the end of the experiment"
+    CANCEL = "a cancel of its Prefect flow run"
 
 
 class ExperimentOutcome(StrEnum):
@@ -73,3 +76,4 @@ class ExperimentOutcome(StrEnum):
 
     COMPLETED = "COMPLETED"   # every trial ended, none in ERROR
     FAILED = "FAILED"         # a trial failed for good, or the experiment raised
+    CANCELLED = "CANCELLED"   # interrupted (Ctrl-C, SIGTERM, Prefect's Cancel): resumable

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
 import traceback
 import uuid
@@ -35,7 +36,13 @@ from tunelib._lifecycle import (
 )
 from tunelib._status_table import status_counts
 from tunelib.error import TuneError
-from tunelib.executor.base import CheckpointRecord, EventKind, TrialEvent, TrialSpec
+from tunelib.executor.base import (
+    CheckpointRecord,
+    EventKind,
+    TrialEvent,
+    TrialRunCancelled,
+    TrialSpec,
+)
 
 if TYPE_CHECKING:  # the collaborators' protocols and bases (no import cost at run time)
     from tunelib.executor.base import Executor
@@ -100,6 +107,7 @@ class Controller:
         self.callbacks = callbacks if isinstance(callbacks, CallbackList) \
             else CallbackList(callbacks or [], fail_fast=spec.fail_fast)
         self.trials: List[T.Trial] = []
+        self._first_unfinished = 0   # see _unfinished
         self._by_id: Dict[str, T.Trial] = {}
         self._running: Dict[str, T.Trial] = {}
         self._id_prefix = uuid.uuid4().hex[:5]
@@ -109,6 +117,8 @@ class Controller:
         # why the experiment was interrupted (a stop signal, Prefect's Cancel): it ends with
         # its unfinished trials as they are, resumable
         self.interrupted: Optional[str] = None
+        # trials whose Prefect run was cancelled (UI, CLI): set from the recorder's thread
+        self._cancel_requests: "queue.SimpleQueue[str]" = queue.SimpleQueue()
         self._fatal: Optional[BaseException] = None
         self._last_state_save = 0.0
         self._start = time.time()
@@ -131,14 +141,14 @@ class Controller:
         self._state_save_warned: set = set()
         # trials created since the state was last saved: saved before any of them starts
         self._unsaved: set = set()
-        self._finished_states: Dict[str, Tuple[tuple, List[str]]] = {}  # see _trial_data
+        self._finished_states: Dict[str, Tuple[tuple, str]] = {}  # see _trial_data
 
     # ------------------------------------------------------------------ SchedulerController
     def get_trials(self) -> List[T.Trial]:
         return self.trials
 
     def get_live_trials(self) -> List[T.Trial]:
-        return [t for t in self.trials if not t.is_finished()]
+        return [t for t in self._unfinished() if not t.is_finished()]
 
     def pause_trial(self, trial: T.Trial, should_checkpoint: bool = True) -> None:
         """Pause a trial. The one whose result is being decided pauses through the PAUSE the
@@ -180,6 +190,21 @@ class Controller:
         if self.interrupted is None:
             self.interrupted = reason
 
+    def request_trial_stop(self, trial_id: str) -> None:
+        """Stop one trial soon (its Prefect flow run was cancelled): it ends TERMINATED,
+        recorded as cancelled. Safe from another thread."""
+        self._cancel_requests.put(trial_id)
+
+    def _take_cancel_requests(self) -> None:
+        while not self._cancel_requests.empty():
+            trial = self._by_id.get(self._cancel_requests.get())
+            if trial is None or trial.is_finished():
+                continue
+            self._stopped(trial, StoppedBy.CANCEL, "its Prefect flow run was cancelled")
+            if self._running.pop(trial.trial_id, None) is not None:
+                self.executor.kill_trial(trial.trial_id)
+            self._finish(trial, TrialStatus.TERMINATED, removed=True)
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
         spec = self.spec
@@ -200,6 +225,8 @@ class Controller:
             while self.interrupted is None:
                 self.callbacks.on_step_begin(iteration=self._iteration, trials=self.trials)
                 self._check_budget()
+                if not self._cancel_requests.empty():
+                    self._take_cancel_requests()
                 self._launch_trials()
                 if self._fatal is not None:
                     break
@@ -243,7 +270,7 @@ class Controller:
                 self._finish(trial, TrialStatus.ERROR)
             elif self.interrupted is not None:
                 self.recorder.trial_finished(
-                    trial.trial_id, TrialOutcome.STOPPED,
+                    trial.trial_id, TrialOutcome.INTERRUPTED,
                     f"interrupted ({self.interrupted}); the trial resumes from its latest "
                     "checkpoint when the experiment is resumed")
             else:
@@ -259,7 +286,12 @@ class Controller:
             for t in self.trials
         ]
         failed = self._fatal is not None or counts.get(TrialStatus.ERROR)
-        status = ExperimentOutcome.FAILED if failed else ExperimentOutcome.COMPLETED
+        if failed:
+            status = ExperimentOutcome.FAILED
+        elif self.interrupted is not None:
+            status = ExperimentOutcome.CANCELLED  # resumable, as a cancelled flow run
+        else:
+            status = ExperimentOutcome.COMPLETED
         self.recorder.experiment_finished(status, rows)
         self.callbacks.on_experiment_end(trials=self.trials)
 
@@ -288,14 +320,25 @@ class Controller:
 
     # ------------------------------------------------------------------ launching
     def _has_startable_trials(self) -> bool:
-        return any(t.status in (TrialStatus.PENDING, TrialStatus.PAUSED) for t in self.trials)
+        return any(t.status in (TrialStatus.PENDING, TrialStatus.PAUSED)
+                   for t in self._unfinished())
+
+    def _unfinished(self) -> List[T.Trial]:
+        """The trials from the first unfinished one on (finished trials stay finished, so
+        the scans of a long experiment skip its finished head: 10,000 trials would make
+        every launch O(n) otherwise)."""
+        trials, i = self.trials, self._first_unfinished
+        while i < len(trials) and trials[i].is_finished():
+            i += 1
+        self._first_unfinished = i
+        return trials[i:]
 
     def _fill_pending(self) -> None:
         """Create trials ahead of free workers, as Ray does, so that schedulers that look at
         the whole population (synchronous HyperBand) see it."""
         if self._search_finished or self._stop_all:
             return
-        pending = sum(1 for t in self.trials if t.status == TrialStatus.PENDING)
+        pending = sum(1 for t in self._unfinished() if t.status == TrialStatus.PENDING)
         while pending < self._max_pending:
             if self._create_trial() is None:
                 return
@@ -308,7 +351,7 @@ class Controller:
             and len(self._running) < self.spec.max_concurrent
             and self.executor.has_free_slot()
         ):
-            if not any(t.status == TrialStatus.PENDING for t in self.trials):
+            if not any(t.status == TrialStatus.PENDING for t in self._unfinished()):
                 self._fill_pending()
             trial = self.scheduler.choose_trial_to_run(self)
             if trial is None:
@@ -429,6 +472,9 @@ class Controller:
         if kind is EventKind.PAUSED:
             trial.status = TrialStatus.PAUSED
             self.recorder.trial_paused(trial.trial_id)
+        elif isinstance(event.error, TrialRunCancelled):  # its run was cancelled (workers)
+            self._stopped(trial, StoppedBy.CANCEL, "its Prefect flow run was cancelled")
+            self._finish(trial, TrialStatus.TERMINATED, removed=True)
         else:  # DONE: the trainable returned, or unwound after a STOP
             self._finish(trial, TrialStatus.TERMINATED)
 
@@ -596,6 +642,8 @@ class Controller:
         if trial.trial_id in self._started_here:  # else this run has no flow run to close
             if status == TrialStatus.ERROR:
                 outcome, message = TrialOutcome.ERROR, trial.error_msg or ""
+            elif trial.stopped_by is StoppedBy.CANCEL:
+                outcome, message = TrialOutcome.CANCELLED, trial.stop_reason
             elif trial.stopped_by is not None:
                 outcome, message = TrialOutcome.STOPPED, trial.stop_reason
             else:
@@ -654,7 +702,7 @@ class Controller:
             fail_fast=spec.fail_fast, max_pending_trials=self._max_pending,
             checkpoint_config=spec.checkpoint_config, has_stopper=self.stopper is not None,
         )
-        text = _layout.experiment_state(self._trial_data(), runner_data, self._start)
+        text = _layout.experiment_state_encoded(self._trial_data(), runner_data, self._start)
         path = storage.join(spec.experiment_path, _layout.experiment_state_file(spec.session_str))
         try:
             storage.write_text(spec.fs, path, text)
@@ -672,22 +720,24 @@ class Controller:
             return
         self._save_search_state()
 
-    def _trial_data(self) -> List[List[str]]:
-        """Every trial's entry of the state file. A finished trial's is serialised once:
-        the state is saved before each new trial starts, and a long experiment would pay
-        for all its trials every time."""
+    def _trial_data(self) -> List[str]:
+        """Every trial's entry of the state file, JSON-encoded. A finished trial's is
+        encoded once: the state is saved before each new trial starts, and a long experiment
+        would pay for all its trials every time."""
         spec = self.spec
         out = []
         for trial in self.trials:
             if not trial.is_finished():
-                out.append(_layout.trial_state(trial, spec.max_failures, spec.checkpoint_config))
+                out.append(_layout.encode_trial_entry(_layout.trial_state(
+                    trial, spec.max_failures, spec.checkpoint_config)))
                 continue
             key = (trial.status, id(trial.last_result), trial.num_failures,
                    trial.checkpoint_dir_name, len(trial.kept_checkpoints))
             cached = self._finished_states.get(trial.trial_id)
             if cached is None or cached[0] != key:
-                cached = self._finished_states[trial.trial_id] = (key, _layout.trial_state(
-                    trial, spec.max_failures, spec.checkpoint_config))
+                cached = self._finished_states[trial.trial_id] = (
+                    key, _layout.encode_trial_entry(_layout.trial_state(
+                        trial, spec.max_failures, spec.checkpoint_config)))
             out.append(cached[1])
         return out
 

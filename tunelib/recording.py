@@ -14,19 +14,55 @@ adds the trial's records to that run instead of creating one.
 
 ``trial_finished(status=...)`` takes a ``TrialOutcome``: ``TERMINATED`` (the trainable
 returned), ``STOPPED`` (a scheduler, a stopper or the end of the experiment stopped it
-early; Ray calls this TERMINATED too, the message says who stopped it) or ``ERROR``
-(failed for good). ``experiment_finished`` takes an ``ExperimentOutcome``.
+early; Ray calls this TERMINATED too, the message says who stopped it), ``CANCELLED`` (its
+Prefect run was cancelled from the UI or CLI), ``INTERRUPTED`` (the experiment was
+interrupted - Ctrl-C, SIGTERM, the experiment run's Cancel - and the trial resumes when the
+experiment is resumed) or ``ERROR`` (failed for good). ``experiment_finished`` takes an
+``ExperimentOutcome`` (``CANCELLED``: interrupted, resumable).
+
+Logs: ``trial_logs(trial_id, records)`` carries a trial's captured output, each record a
+``LogLine`` ``(time.time(), levelno, logger name, message)`` (stdout lines are level INFO
+logger ``stdout``; stderr WARNING ``stderr``); executors call it in batches, never per line.
+``experiment_log(level, message)`` is a line of the experiment's own output (progress
+lines, the final summary).
+
+Cancel: ``watch_cancel(callback)`` asks the recorder to call ``callback(None)`` when the
+experiment's run is cancelled in Prefect and ``callback(trial_id)`` when one trial's run
+is; it is called from the recorder's thread (the controller only sets a flag).
+
+``run_context(trial_id=None)`` is the Prefect run a trial (or, with None, the experiment)
+is recorded as: ``RunContext(api_url, flow_run_id)``, or None while it is not created yet
+(or nothing is recorded). Never blocks.
 """
 
 from __future__ import annotations
 
 import queue
 import time
-from typing import Any, Dict, List, Protocol, runtime_checkable
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, runtime_checkable
 
 from tunelib._lifecycle import ExperimentOutcome, TrialOutcome
 
-__all__ = ["Recorder", "NullRecorder", "QueueRecorder"]
+__all__ = ["Recorder", "NullRecorder", "QueueRecorder", "LogLine", "RunContext"]
+
+
+class LogLine(NamedTuple):
+    """One captured line of a trial's output."""
+
+    t: float          # time.time() when it was written
+    level: int        # logging level (stdout: INFO, stderr: WARNING)
+    logger: str       # logger name ("stdout", "stderr" for the streams)
+    message: str
+
+
+class RunContext(NamedTuple):
+    """Where a run is recorded: the Prefect API and the flow run's id."""
+
+    api_url: str
+    flow_run_id: str
+
+
+CancelCallback = Callable[[Optional[str]], None]
 
 
 @runtime_checkable
@@ -50,6 +86,14 @@ class Recorder(Protocol):
     def trial_paused(self, trial_id: str) -> None: ...
 
     def experiment_finished(self, status: ExperimentOutcome, summary_rows: List[dict]) -> None: ...
+
+    def trial_logs(self, trial_id: str, records: List[LogLine]) -> None: ...
+
+    def experiment_log(self, level: int, message: str) -> None: ...
+
+    def watch_cancel(self, callback: CancelCallback) -> None: ...
+
+    def run_context(self, trial_id: Optional[str] = None) -> Optional[RunContext]: ...
 
     def close(self, timeout: float) -> List[str]: ...
 
@@ -84,6 +128,18 @@ class NullRecorder:
 
     def experiment_finished(self, status, summary_rows):
         pass
+
+    def trial_logs(self, trial_id, records):
+        pass
+
+    def experiment_log(self, level, message):
+        pass
+
+    def watch_cancel(self, callback):
+        pass
+
+    def run_context(self, trial_id=None):
+        return None
 
     def close(self, timeout):
         return []
@@ -127,6 +183,18 @@ class QueueRecorder:
 
     def experiment_finished(self, status, summary_rows):
         self._put(("experiment_finished", time.time(), (status, summary_rows)))
+
+    def trial_logs(self, trial_id, records):
+        self._put(("trial_logs", time.time(), (trial_id, records)))
+
+    def experiment_log(self, level, message):
+        self._put(("experiment_log", time.time(), (level, message)))
+
+    def watch_cancel(self, callback):  # pragma: no cover - overridden
+        pass
+
+    def run_context(self, trial_id=None):  # pragma: no cover - overridden
+        return None
 
     def close(self, timeout):  # pragma: no cover - overridden
         return []

@@ -11,12 +11,14 @@ import inspect
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from tunelib._callbacks import create_default_callbacks
 from tunelib._experiment_lock import hold_experiment_dir
+from tunelib._experiment_log import ExperimentLog
 from tunelib._interrupts import StopSignals
 from tunelib._layout import DEFAULT_STORAGE_PATH
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
@@ -36,6 +38,39 @@ def trainable_name(trainable) -> str:
     inner = getattr(trainable, "_tunelib_wrapped", trainable)
     name = getattr(inner, "__name__", None) or type(inner).__name__
     return name
+
+
+def _close_recorder(recorder, name: str, verbose: int) -> None:
+    """Wait for the records to reach Prefect (``recorder.close``), then say in one warning
+    what did not, and (``verbose`` >= 1) where the experiment is recorded."""
+    missing = recorder.close(RECORD_DRAIN_TIMEOUT_S)
+    stats = recorder.stats
+    message = (
+        f"Prefect recording of {name!r}: {stats.get('writes', 0)} writes, "
+        f"{stats.get('retries_503', 0)} HTTP 503 retries, "
+        f"drained {stats.get('drain_s', 0.0) or 0.0:.2f} s after the last trial"
+    )
+    logger.info(message)
+    if os.environ.get("TUNELIB_PREFECT_STATS") == "1":
+        print(message, file=sys.stderr)
+    if missing:
+        warnings.warn(
+            f"Prefect has not recorded everything of experiment {name!r}: "
+            + "; ".join(missing[:20])
+            + (f" (and {len(missing) - 20} more)" if len(missing) > 20 else ""),
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    context = recorder.run_context(None)
+    if verbose >= 1 and context is not None:
+        from tunelib.prefect._where import where_to_look
+        from tunelib.prefect.server import configured_api_url
+
+        # no UI outlives tunelib's embedded server or the temporary one Prefect starts for
+        # a flow when no PREFECT_API_URL is set: name the database instead
+        temporary = bool(getattr(recorder, "embedded", False)) or configured_api_url() is None
+        print(where_to_look(context.api_url, context.flow_run_id, embedded=temporary,
+                            prefect_home=os.environ.get("PREFECT_HOME", "")))
 
 
 def _check_trainable(trainable) -> bytes:
@@ -233,6 +268,7 @@ def run_experiment(
     from tunelib import storage
     from tunelib.analysis import load_experiment
     from tunelib.prefect import create_recorder
+    from tunelib.prefect._caller import caller_run
     from tunelib.schedulers import FIFOScheduler
     from tunelib.search import as_search_algorithm
     from tunelib.stopper import as_stopper
@@ -304,7 +340,7 @@ def run_experiment(
         experiment_path=os.path.abspath(experiment_path) if storage.is_local(fs) else experiment_path,
         experiment_uri=experiment_uri,
         fs=fs,
-        storage_filesystem=run_config.storage_filesystem,
+        storage_filesystem=fs if run_config.storage_filesystem is not None else None,
         param_space=param_space,
         num_samples=tune_config.num_samples,
         metric=metric,
@@ -324,19 +360,34 @@ def run_experiment(
         restore_path=restore_path,
     )
 
-    recorder = create_recorder(enabled=os.environ.get("TUNELIB_DISABLE_PREFECT", "0") != "1")
-    if run_config.executor is not None:
-        executor = run_config.executor.create_executor(spec=spec, num_workers=workers,
-                                                       payload=payload, recorder=recorder)
-    else:
-        from tunelib.executor.local import LocalExecutor
+    recorder = create_recorder(enabled=os.environ.get("TUNELIB_DISABLE_PREFECT", "0") != "1",
+                               caller=caller_run(),
+                               # the workers executor imports Prefect on this thread: import
+                               # it here first, not at the same time as the recorder's thread
+                               import_here=run_config.executor is not None)
+    try:
+        if run_config.executor is not None:
+            executor = run_config.executor.create_executor(spec=spec, num_workers=workers,
+                                                           payload=payload, recorder=recorder)
+        else:
+            from tunelib.executor.local import LocalExecutor
 
-        executor = LocalExecutor(workers, gpus_per_worker=resources.get("gpu", 0), gpu_ids=gpus,
-                                 storage_fs=fs, experiment_path=experiment_path)
+            executor = LocalExecutor(workers, gpus_per_worker=resources.get("gpu", 0),
+                                     gpu_ids=gpus, storage_fs=fs,
+                                     experiment_path=experiment_path, recorder=recorder)
+    except BaseException:
+        recorder.close(0)
+        lock.release()
+        raise
     executor.register_trainable(key, payload)
+    callbacks.callbacks.append(ExperimentLog(recorder, metric=metric, mode=mode))
     controller = Controller(spec, executor, recorder, search_alg, scheduler, stopper,
                             callbacks=callbacks, restored_trials=restored,
                             id_prefix=id_prefix)
+    # Prefect's Cancel: of the experiment's run, as Ctrl-C; of a trial's run, that trial
+    recorder.watch_cancel(lambda trial_id: controller.request_stop(
+        "its Prefect flow run was cancelled") if trial_id is None
+        else controller.request_trial_stop(trial_id))
     stop_signals = StopSignals(controller.request_stop)
     try:
         try:
@@ -352,31 +403,12 @@ def run_experiment(
                     restore_call.format(path=experiment_uri))
     finally:
         executor.shutdown()
-        missing = recorder.close(RECORD_DRAIN_TIMEOUT_S)
-        stats = recorder.stats
-        message = (
-            f"Prefect recording of {name!r}: {stats.get('writes', 0)} writes, "
-            f"{stats.get('retries_503', 0)} HTTP 503 retries, "
-            f"drained {stats.get('drain_s', 0.0) or 0.0:.2f} s after the last trial"
-        )
-        logger.info(message)
-        if os.environ.get("TUNELIB_PREFECT_STATS") == "1":
-            import sys
-
-            print(message, file=sys.stderr)
-        if missing:
-            warnings.warn(
-                "Prefect has not recorded everything of experiment "
-                f"{name!r} within {RECORD_DRAIN_TIMEOUT_S:g} s; missing: " + "; ".join(missing[:20])
-                + (f" (and {len(missing) - 20} more)" if len(missing) > 20 else ""),
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        _close_recorder(recorder, name, spec.verbose)
         lock.release()
     stop_signals.pass_on()  # SIGTERM: now that everything is saved, as if we had not caught it
     analysis = load_experiment(
         experiment_uri if run_config.storage_filesystem is None else experiment_path,
-        storage_filesystem=run_config.storage_filesystem,
+        storage_filesystem=fs if run_config.storage_filesystem is not None else None,
         default_metric=metric,
         default_mode=mode,
     )

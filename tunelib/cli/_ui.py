@@ -23,6 +23,9 @@ import sys
 import threading
 from typing import Callable, List, Optional
 
+# one definition each, shared with fit()'s "where to look" line
+from tunelib.prefect._where import database_description, ui_url
+
 __all__ = ["ServerError", "configured_api_url", "database_description", "free_port",
            "port_is_free", "serve", "server_command", "ui_url"]
 
@@ -30,41 +33,10 @@ DEFAULT_HOST = "127.0.0.1"
 # a first start on a fresh database runs Prefect's migrations: tens of seconds on a busy host
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 15.0
-PREFECT_CLOUD_API = "https://api.prefect.cloud/api"
-PREFECT_CLOUD_UI = "https://app.prefect.cloud"
 
 
 class ServerError(RuntimeError):
     """``prefect server start`` exited or did not answer in time."""
-
-
-def ui_url(api_url: str) -> str:
-    """The UI address of the Prefect API at ``api_url``, as Prefect derives it
-    (``PREFECT_UI_URL`` wins).
-
-    >>> ui_url("http://127.0.0.1:4200/api")
-    'http://127.0.0.1:4200'
-    >>> ui_url("https://api.prefect.cloud/api/accounts/a1/workspaces/w2")
-    'https://app.prefect.cloud/account/a1/workspace/w2'
-    """
-    explicit = os.environ.get("PREFECT_UI_URL")
-    if explicit:
-        return explicit
-    url = api_url.rstrip("/").replace(PREFECT_CLOUD_API, PREFECT_CLOUD_UI)
-    if url.endswith("/api"):
-        url = url[: -len("/api")]
-    return (url.replace("/api/", "/").replace("/accounts/", "/account/")
-            .replace("/workspaces/", "/workspace/"))
-
-
-def database_description() -> str:
-    """Where ``prefect server start`` will read: ``$PREFECT_HOME/prefect.db`` unless a
-    connection URL is configured (not printed: it may hold a password)."""
-    for key in ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
-        if os.environ.get(key):
-            return f"the database {key} names"
-    home = os.path.expanduser(os.environ.get("PREFECT_HOME") or "~/.prefect")
-    return os.path.join(home, "prefect.db")
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:

@@ -106,3 +106,9 @@ class Executor(Protocol):
 
     def shutdown(self) -> None:
         ...
+
+
+class TrialRunCancelled(RuntimeError):
+    """The trial's flow run was cancelled in Prefect (UI, CLI): the ``error`` of the ``DONE``
+    event that ends the trial, which is neither retried nor a failure (the controller records
+    it as cancelled)."""

@@ -5,6 +5,12 @@ prepared), reused across trials, and talk to the driver over Unix-socket connect
 A worker that dies (segfault, SIGKILL, out of memory) shows up as an EOF on its
 connection: its trial gets an ``error`` event and a fresh worker takes its slot, so the
 driver never waits on a dead process.
+
+With a ``recorder``, workers capture their trials' output and the driver hands each batch
+of lines to ``recorder.trial_logs``; a worker whose trainable uses Prefect asks for its
+trial's Prefect run, which the recorder creates in the background: ``poll`` answers once
+``recorder.run_context`` knows it (other trials go on meanwhile), or None after
+``RUN_CONTEXT_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from multiprocessing.connection import Listener, wait
 from typing import Dict, List, Optional
 
@@ -30,14 +37,22 @@ from tunelib.executor._messages import (
     FetchCheckpoint,
     Hello,
     LoadTrainable,
+    Logs,
     Reported,
     RunAttempt,
+    RunContextAnswer,
+    RunContextRequest,
     Shutdown,
     StorageOp,
 )
 from tunelib.executor.base import EventKind, TrialEvent, TrialSpec
+from tunelib.recording import NullRecorder, Recorder
 
 _CONNECT_TIMEOUT_S = 120.0
+# how long a trial that uses Prefect waits for the recorder to create its flow run
+RUN_CONTEXT_TIMEOUT_S = 60.0
+# how long poll() waits at most while a worker waits for its run context
+_RUN_CONTEXT_POLL_S = 0.05
 
 
 class _Slot:
@@ -50,6 +65,8 @@ class _Slot:
         self.conn = None
         self.trial_id: Optional[str] = None
         self.trainables: set = set()
+        # when its worker asked for the trial's run context: the time it gives up
+        self.context_deadline: Optional[float] = None
 
 
 class LocalExecutor:
@@ -62,6 +79,7 @@ class LocalExecutor:
         gpu_ids: Optional[List[str]] = None,
         storage_fs=None,
         experiment_path: Optional[str] = None,
+        recorder: Optional[Recorder] = None,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -71,6 +89,8 @@ class LocalExecutor:
         self._forward = storage_fs is not None and is_process_local(storage_fs)
         self._storage_fs = storage_fs
         self._experiment_path = experiment_path
+        # NullRecorder records nothing: no output is captured for it
+        self._recorder = None if isinstance(recorder, NullRecorder) else recorder
         self._backends: Dict[str, FsBackend] = {}
         self._trainables: Dict[str, bytes] = {}
         self._slots: List[_Slot] = []
@@ -156,13 +176,21 @@ class LocalExecutor:
         if spec.trainable_key not in slot.trainables:
             slot.conn.send(LoadTrainable(spec.trainable_key, self._trainables[spec.trainable_key]))
             slot.trainables.add(spec.trainable_key)
+        attempt = RunAttempt(spec, capture_logs=self._recorder is not None,
+                             prefect_api_url=self._api_url())
         try:
-            _pickling.send(slot.conn, RunAttempt(spec))
+            _pickling.send(slot.conn, attempt)
         except (TypeError, pickle.PicklingError):
             _pickling.check_picklable(spec.config, "config")  # names the key, then raises
             raise
         slot.trial_id = spec.trial_id
+        slot.context_deadline = None
         self._by_trial[spec.trial_id] = slot
+
+    def _api_url(self) -> Optional[str]:
+        """The experiment's Prefect API, once the recorder knows it."""
+        context = self._recorder.run_context(None) if self._recorder is not None else None
+        return context.api_url if context is not None else None
 
     def _free_slot(self, key: str) -> _Slot:
         free = [slot for slot in self._slots if slot.trial_id is None]
@@ -198,6 +226,7 @@ class LocalExecutor:
         slot.proc = None
         slot.conn = None
         slot.trial_id = None
+        slot.context_deadline = None
 
     def _restart(self, slot: _Slot) -> None:
         self._kill(slot)
@@ -242,6 +271,9 @@ class LocalExecutor:
             if not events and timeout > 0:
                 time.sleep(min(timeout, 0.05))
             return events
+        if any(slot.context_deadline is not None for slot in busy.values()):
+            self._answer_run_contexts()
+            timeout = min(timeout, _RUN_CONTEXT_POLL_S)
         ready = wait(list(busy), 0 if events else timeout)
         for conn in ready:
             slot = busy[conn]
@@ -263,6 +295,11 @@ class LocalExecutor:
 
     def _handle(self, slot: _Slot, msg) -> Optional[TrialEvent]:
         trial_id = slot.trial_id
+        logs = getattr(msg, "logs", None) if not isinstance(msg, Logs) else msg.lines
+        if logs and self._recorder is not None:
+            self._recorder.trial_logs(trial_id, logs)
+        if isinstance(msg, Logs):
+            return None
         if isinstance(msg, Reported):
             return TrialEvent(EventKind.RESULT, trial_id, result=msg.result,
                               checkpoint=msg.checkpoint)
@@ -271,6 +308,10 @@ class LocalExecutor:
             return None
         if isinstance(msg, FetchCheckpoint):
             slot.conn.send(CheckpointFiles(self._read_files(msg.path)))
+            return None
+        if isinstance(msg, RunContextRequest):
+            slot.context_deadline = time.monotonic() + RUN_CONTEXT_TIMEOUT_S
+            self._answer_run_context(slot)
             return None
         if not isinstance(msg, (AttemptEnded, AttemptFailed)):
             raise RuntimeError(f"unexpected message from a worker: {type(msg).__name__}")
@@ -282,6 +323,33 @@ class LocalExecutor:
                               error=msg.error)
         return TrialEvent(EventKind.PAUSED if msg.paused else EventKind.DONE, trial_id,
                           checkpoint=msg.checkpoint)
+
+    # ------------------------------------------------------------------ run contexts
+    def _answer_run_contexts(self) -> None:
+        for slot in self._slots:
+            if slot.context_deadline is not None and slot.trial_id is not None:
+                self._answer_run_context(slot)
+
+    def _answer_run_context(self, slot: _Slot) -> None:
+        """Answer ``slot``'s worker with its trial's run context once the recorder has it,
+        or None: nothing is recorded, or the run was not created in time. An answer that
+        cannot be sent (the worker died) leaves the EOF to ``poll``."""
+        context = None
+        if self._recorder is not None:
+            context = self._recorder.run_context(slot.trial_id)
+            if context is None and time.monotonic() < slot.context_deadline:
+                return  # asked again at the next poll
+            if context is None:
+                warnings.warn(
+                    f"Trial {slot.trial_id}'s Prefect flow run was not created within "
+                    f"{RUN_CONTEXT_TIMEOUT_S:g} s: its trainable runs without it, and Prefect "
+                    "tasks it calls are not recorded as part of the trial.",
+                    RuntimeWarning, stacklevel=2)
+        slot.context_deadline = None
+        try:
+            slot.conn.send(RunContextAnswer(context))
+        except OSError:
+            pass
 
     def _worker_died(self, slot: _Slot) -> TrialEvent:
         trial_id = slot.trial_id

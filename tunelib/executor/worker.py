@@ -4,16 +4,29 @@ Started by ``LocalExecutor`` as ``python -m tunelib.executor.worker`` (not throu
 multiprocessing's spawn, which would re-run an unguarded user script's top level), it
 connects back to the driver over a Unix socket and serves ``run`` requests until told to
 shut down. The user's trainable runs in this process's main thread.
+
+With a recorder in the driver (``RunAttempt.capture_logs``), an attempt's output is captured
+(``tunelib.executor._log_capture``) and sent on the next message the worker sends anyway;
+a daemon thread sends lines that waited about a second with no message to ride on. Every
+send holds one lock, as that thread shares the connection with the main thread.
+
+A trainable that imported Prefect (``"prefect" in sys.modules`` when the attempt starts)
+runs inside its trial's flow run (``tunelib.prefect.trial_context``): the worker asks the
+driver for the run (``RunContextRequest``) first. Prefect is never imported otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from multiprocessing.connection import Client
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from tunelib import _pickling
 from tunelib import session as _session
@@ -26,6 +39,7 @@ from tunelib._trial_writer import (
     TrialWriter,
 )
 from tunelib.executor import _trial_dir
+from tunelib.executor._log_capture import LogCapture, capture_output
 from tunelib.executor._messages import (
     AttemptEnded,
     AttemptFailed,
@@ -34,11 +48,18 @@ from tunelib.executor._messages import (
     FetchCheckpoint,
     Hello,
     LoadTrainable,
+    Logs,
     Reported,
     RunAttempt,
+    RunContextAnswer,
+    RunContextRequest,
     Shutdown,
 )
 from tunelib.executor.base import CheckpointRecord, TrialSpec
+from tunelib.recording import LogLine, RunContext
+
+# how long captured lines wait for a message to ride on before they are sent alone
+LOG_FLUSH_PERIOD_S = 1.0
 
 
 class _Worker:
@@ -49,6 +70,9 @@ class _Worker:
         self.actor = None          # a class Trainable instance kept for reuse_actors
         self.actor_key: Optional[str] = None
         self._fs_cache: Dict[str, Any] = {}
+        self._send_lock = threading.Lock()
+        self._capture: Optional[LogCapture] = None   # the running attempt's, if captured
+        self._flusher: Optional[_LogFlusher] = None
 
     # ------------------------------------------------------------------ plumbing
     def _fs(self, spec: TrialSpec):
@@ -64,7 +88,7 @@ class _Worker:
 
     def _backend(self, spec: TrialSpec):
         if self.process_local_storage:
-            return ForwardBackend(self.conn.send, spec.trial_dirname)
+            return ForwardBackend(self._send, spec.trial_dirname)
         fs = self._fs(spec)
         from pyarrow.fs import LocalFileSystem
 
@@ -79,7 +103,7 @@ class _Worker:
             # The driver's memory is out of reach: checkpoints are shipped as files.
             def make(name_or_path: str):
                 path = name_or_path if "/" in name_or_path else f"{spec.trial_path}/{name_or_path}"
-                return _RemoteCheckpoint(self.conn, path)
+                return _RemoteCheckpoint(self._send, self.conn, path)
 
             return make
         fs = self._fs(spec)
@@ -91,19 +115,46 @@ class _Worker:
         return make
 
     def _send(self, msg) -> None:
+        with self._send_lock:
+            self._send_unlocked(msg)
+
+    def _send_unlocked(self, msg) -> None:
         try:
             _pickling.send(self.conn, msg)
         except OSError as exc:
             raise _DriverGone() from exc
 
+    def _take_logs(self) -> Optional[List[LogLine]]:
+        """The captured lines not sent yet (call with the send lock held)."""
+        capture = self._capture
+        return capture.take() if capture is not None else None
+
+    def _send_outcome(self, outcome) -> None:
+        """Send the attempt's end with its last captured lines; capture ends here."""
+        with self._send_lock:
+            logs = self._take_logs()
+            self._capture = None
+            self._send_unlocked(dataclasses.replace(outcome, logs=logs) if logs else outcome)
+
+    def flush_logs(self) -> None:
+        """Send the lines that wait, if any (the flusher thread)."""
+        with self._send_lock:
+            logs = self._take_logs()
+            if logs:
+                self._send_unlocked(Logs(logs))
+
+    def _recv(self):
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise _DriverGone() from exc
+
     def _send_result(self, result: Dict[str, Any],
                      checkpoint: Optional[CheckpointRecord]) -> Decision:
-        self._send(Reported(result, checkpoint))
+        with self._send_lock:
+            self._send_unlocked(Reported(result, checkpoint, self._take_logs()))
         while True:
-            try:
-                msg = self.conn.recv()
-            except (EOFError, OSError) as exc:
-                raise _DriverGone() from exc
+            msg = self._recv()
             if isinstance(msg, Decide):
                 return msg.decision
             if isinstance(msg, CheckpointFiles):  # a late answer to a fetch; not expected
@@ -129,7 +180,8 @@ class _Worker:
                 except Exception as exc:  # reported as the error of each trial that needs it
                     self.trainables[msg.key] = _Unloadable(exc)
             elif isinstance(msg, RunAttempt):
-                self.run(msg.spec)
+                self.run(msg.spec, capture_logs=msg.capture_logs,
+                         prefect_api_url=msg.prefect_api_url, join_trial_run=True)
             elif isinstance(msg, Shutdown):
                 self._drop_actor()
                 return
@@ -150,7 +202,46 @@ class _Worker:
                 return os.path.abspath(spec.trial_path)
         return _trial_dir.staging_dir(spec.experiment_name, spec.trial_dirname)
 
-    def run(self, spec: TrialSpec) -> None:
+    def _start_capture(self) -> LogCapture:
+        if self._flusher is None:
+            self._flusher = _LogFlusher(self)
+        capture = LogCapture(on_first_line=self._flusher.wake)
+        with self._send_lock:
+            self._capture = capture
+        return capture
+
+    def _run_context(self, trial_id: str) -> Optional[RunContext]:
+        """The trial's Prefect run, from the driver (which waits for the recorder)."""
+        self._send(RunContextRequest(trial_id))
+        while True:
+            msg = self._recv()
+            if isinstance(msg, RunContextAnswer):
+                return msg.context
+            if not isinstance(msg, CheckpointFiles):
+                raise RuntimeError(f"worker expected a run context, got {type(msg).__name__}")
+
+    def _enter_trial_run(self, stack: contextlib.ExitStack, spec: TrialSpec) -> None:
+        """Make the trial's flow run the current one for Prefect's engine (the trainable
+        imported Prefect); without it (nothing recorded, not created in time, the API
+        unreachable), the trainable runs as it would outside tunelib."""
+        context = self._run_context(spec.trial_id)
+        if context is None:
+            return
+        stack.enter_context(_exported_api_url(context.api_url))
+        from tunelib.prefect.trial_context import trial_run_context
+
+        try:
+            stack.enter_context(trial_run_context(context.api_url, context.flow_run_id))
+        except Exception as exc:  # noqa: BLE001 - the trial still runs, without its run
+            print(f"tunelib: trial {spec.trial_name} runs outside its Prefect flow run "
+                  f"{context.flow_run_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def run(self, spec: TrialSpec, capture_logs: bool = False,
+            prefect_api_url: Optional[str] = None, join_trial_run: bool = False) -> None:
+        """Run one attempt and send its outcome. ``capture_logs``: send its output to the
+        driver; ``prefect_api_url``: exported as ``PREFECT_API_URL`` for the attempt;
+        ``join_trial_run``: a trainable that imported Prefect runs in the trial's flow run
+        (the local executor's workers; a deployed trial runs in its flow run already)."""
         writer = None
         try:
             writer = TrialWriter(self._backend(spec), spec.checkpoint_config,
@@ -167,14 +258,20 @@ class _Worker:
             from tunelib.trainable import Trainable
 
             working_dir = self._working_dir(spec)
-            with (_trial_dir.in_working_dir(working_dir),
-                  _trial_dir.output_to_files(working_dir, *spec.log_to_file)):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(_trial_dir.in_working_dir(working_dir))
+                stack.enter_context(_trial_dir.output_to_files(working_dir, *spec.log_to_file))
+                stack.enter_context(_exported_api_url(prefect_api_url))
+                if capture_logs:
+                    stack.enter_context(capture_output(self._start_capture()))
+                if join_trial_run and "prefect" in sys.modules:
+                    self._enter_trial_run(stack, spec)
                 if isinstance(trainable, type) and issubclass(trainable, Trainable):
                     outcome = self._run_class(spec, session, trainable, working_dir)
                 else:
                     outcome = self._run_function(session, trainable)
             writer.close()
-            self._send(outcome)
+            self._send_outcome(outcome)
         except (KeyboardInterrupt, _DriverGone):
             # an interrupt is not the trial's failure (workers run in a process group of
             # their own, so a terminal's Ctrl-C reaches the driver only, which stops the
@@ -189,8 +286,9 @@ class _Worker:
                     writer.close()
                 except Exception:
                     traceback.print_exc()
-            self._send(AttemptFailed(text, _picklable(exc)))
+            self._send_outcome(AttemptFailed(text, _picklable(exc)))
         finally:
+            self._capture = None
             _session.set_session(None)
 
     def _run_function(self, session, fn) -> AttemptEnded:
@@ -285,6 +383,46 @@ def _stop_quietly(actor) -> None:
         traceback.print_exc()
 
 
+@contextlib.contextmanager
+def _exported_api_url(api_url: Optional[str]) -> Iterator[None]:
+    """``PREFECT_API_URL`` set to the experiment's API for the attempt, so that Prefect
+    code the trial imports or starts (subprocesses) finds the experiment's server instead
+    of starting one of its own on the same database."""
+    if not api_url:
+        yield
+        return
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
+
+
+class _LogFlusher:
+    """A daemon thread that sends captured lines which found no message to ride on within
+    ``LOG_FLUSH_PERIOD_S``; it sleeps while nothing is captured."""
+
+    def __init__(self, worker: "_Worker"):
+        self._worker = worker
+        self._wake = threading.Event()
+        self.wake = self._wake.set
+        threading.Thread(target=self._main, name="tunelib-log-flusher", daemon=True).start()
+
+    def _main(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(LOG_FLUSH_PERIOD_S)
+            self._wake.clear()
+            try:
+                self._worker.flush_logs()
+            except _DriverGone:
+                return
+
+
 class _DriverGone(BaseException):
     """The connection to the driver broke: the driver died. A BaseException, so that a
     trainable's ``except Exception`` does not take it for its own error."""
@@ -303,14 +441,15 @@ class _Unloadable:
 class _RemoteCheckpoint:
     """A checkpoint held in the driver's memory filesystem, fetched as files on use."""
 
-    def __init__(self, conn, path: str):
+    def __init__(self, send, conn, path: str):
+        self._send = send
         self._conn = conn
         self.path = path
         self.filesystem = None
 
     def to_directory(self, path: Optional[str] = None) -> str:
         target = path or tempfile.mkdtemp(prefix="tunelib-ckpt-")
-        self._conn.send(FetchCheckpoint(self.path))
+        self._send(FetchCheckpoint(self.path))
         msg = self._conn.recv()
         if not isinstance(msg, CheckpointFiles):
             raise RuntimeError(f"worker expected checkpoint files, got {type(msg).__name__}")

@@ -32,16 +32,24 @@ from tunelib.recording import NullRecorder, Recorder
 __all__ = ["create_recorder"]
 
 
-def create_recorder(enabled: bool = True, **kwargs: Any) -> Recorder:
+def create_recorder(enabled: bool = True, import_here: bool = False, **kwargs: Any) -> Recorder:
     """A recorder writing to Prefect (:class:`~tunelib.prefect.recorder.PrefectRecorder`),
     or a :class:`~tunelib.recording.NullRecorder` when not ``enabled``.
 
     Returns at once: the Prefect import, the embedded server's start and every write happen
     on the recorder's own thread. ``kwargs`` go to ``PrefectRecorder`` (``window``,
-    ``max_in_flight``, ``api_url``).
+    ``max_in_flight``, ``api_url``, ``caller``: the ``CallerRun`` of the flow or task run
+    fit() was called in, under which the experiment is recorded as a subflow;
+    ``progress``: told what close() still waits for).
+
+    ``import_here``: import Prefect on the calling thread first (when that thread imports
+    it next anyway: two threads importing Prefect at once can break its plugin set-up,
+    "Failed to initialize plugins").
     """
     if not enabled:
         return NullRecorder()
+    if import_here:
+        import prefect  # noqa: F401
     from tunelib.prefect.recorder import PrefectRecorder
 
     return PrefectRecorder(**kwargs)

@@ -28,6 +28,11 @@ UNLIMITED_RETRIES = 1_000_000
 # A scheduler-stopped trial: Completed with this name (see recorder.py for why).
 STOPPED_STATE_NAME = "Stopped"
 STOPPED_MESSAGE = "stopped early by the scheduler"
+# Cancelled from Prefect (TrialOutcome.CANCELLED), or interrupted with the experiment and
+# resumable (TrialOutcome.INTERRUPTED): both end the run Cancelled, the message says which.
+CANCELLED_MESSAGE = "cancelled from Prefect"
+INTERRUPTED_MESSAGE = ("interrupted with the experiment; resumes when the experiment is "
+                       "resumed")
 
 # keys of a Ray result that are bookkeeping, not metrics (left out of messages and of the
 # leaderboard's metric columns)
@@ -132,6 +137,7 @@ class StateKind(StrEnum):
     FAILED = "FAILED"
     PAUSED = "PAUSED"
     AWAITING_RETRY = "AWAITING_RETRY"   # SCHEDULED named AwaitingRetry
+    CANCELLED = "CANCELLED"
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,7 @@ def prefect_state(spec: StateSpec):
         StateKind.RUNNING: states.Running,
         StateKind.COMPLETED: states.Completed,
         StateKind.FAILED: states.Failed,
+        StateKind.CANCELLED: states.Cancelled,
     }[spec.kind](**kw)
 
 

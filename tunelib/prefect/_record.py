@@ -5,6 +5,21 @@ Every trial is one lane of the :class:`~tunelib.prefect._op_queue.OpQueue`: its 
 happen in event order, and each waits for the experiment's flow run (its parent). The
 experiment's own writes are the ``EXPERIMENT`` lane; its final state waits for every trial.
 
+Logs (:mod:`~tunelib.prefect._logs`): a trial's lines (and the traceback of each failed
+attempt) wait in its bounded buffer and go out as batches on its lane - so they wait for
+its flow run - when the oldest is ``window`` s old and the lane is idle, before its next
+state change, and at close; the experiment's lines (and its final summary) go on the
+``EXPERIMENT_LOGS`` lane.
+
+Nesting: with a ``CallerRun`` the experiment's flow run is a subflow of the caller's run:
+a Pending task run in the caller's flow run stands for it (``__parents__`` naming the
+caller's task run when fit() ran inside a task), as Prefect's engine makes it for a
+subflow, and the experiment run's ``parent_task_run_id`` is that task run.
+
+A server that stops answering (a connection error reaches a write: the client retries
+those itself first) makes the record ``gone``: it stops scheduling and ``unrecorded_counts``
+says what was lost.
+
 Artifacts (:mod:`~tunelib.prefect._artifact_book` says when, ``_artifact_content`` what):
 the leaderboard, progress and learning curves are rewritten on the ``ARTIFACTS`` lane, one
 write at a time, when the book says they are due (checked by the writer loop's
@@ -18,11 +33,14 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, Dict, Hashable, List, Optional
+from collections import Counter
+from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 from tunelib._lifecycle import ExperimentOutcome, TrialOutcome
 from tunelib.prefect._artifact_book import CAUGHT_UP_OPS, ArtifactBook, Rewritten
 from tunelib.prefect._artifacts import ArtifactWriter
+from tunelib.prefect._caller import CallerRun
+from tunelib.prefect._logs import LogBuffer, log_bodies, summary_lines, traceback_line
 from tunelib.prefect._op_queue import OpQueue
 from tunelib.prefect._payloads import (
     StateChange,
@@ -35,22 +53,27 @@ from tunelib.prefect._payloads import (
     task_run_name,
 )
 from tunelib.prefect._trial_runs import Batch, TrialRun
-from tunelib.prefect._writes import PrefectWrites
+from tunelib.prefect._writes import PrefectWrites, is_connection_error
+from tunelib.recording import LogLine
 
 log = logging.getLogger("tunelib.recorder")
 
 EXPERIMENT = ("experiment",)   # the experiment's lane (trial lanes are trial ids)
 ARTIFACTS = ("experiment", "artifacts")   # its rewritten artifacts
+EXPERIMENT_LOGS = ("experiment", "logs")  # its log lines
+_EXPERIMENT_LANES = (EXPERIMENT, ARTIFACTS, EXPERIMENT_LOGS)
+MAX_ERRORS = 50   # error lines kept (a dead server is one line, see ``gone``)
 
 
 class ExperimentRecord:
     """Turns one experiment's events into ordered writes through ``writes``.
 
     Failed writes are appended to ``errors`` (and counted in ``stats["writes_failed"]``);
-    they never block the writes after them.
+    they never block the writes after them. ``caller``: the run the experiment nests under.
     """
 
-    def __init__(self, writes: PrefectWrites, stats: Dict[str, Any], errors: List[str]):
+    def __init__(self, writes: PrefectWrites, stats: Dict[str, Any], errors: List[str],
+                 caller: Optional[CallerRun] = None):
         from prefect.tasks import Task
 
         from tunelib.prefect.flows import experiment, iteration, trial
@@ -71,6 +94,13 @@ class ExperimentRecord:
         self._book = ArtifactBook()
         self._artifacts = ArtifactWriter(writes, self._book)
         self._finishing = False   # experiment_finished seen: only the final artifacts now
+        self._caller = caller
+        self._experiment_task = Task(name=experiment.name, fn=experiment.fn)
+        self.parent_task_run_id: Optional[str] = None   # the experiment's, when nested
+        self._logs = LogBuffer()   # the experiment's own lines
+        self.gone: Optional[str] = None   # why the server is taken as gone
+        self._failed: Counter = Counter()   # category -> writes lost after it went
+        self._abandoned_detail: List[str] = []
 
     def trial_flow_run_id(self, trial_id: str) -> Optional[str]:
         tr = self._trials.get(trial_id)
@@ -103,6 +133,9 @@ class ExperimentRecord:
 
     def trial_failed(self, t: float, trial_id: str, error: str, will_retry: bool) -> None:
         tr = self._trial(trial_id)
+        if not tr.attached:  # an attached run's engine logs its own traceback
+            note = f" (attempt {tr.run_count}{', will retry' if will_retry else ''})"
+            tr.logs.add([traceback_line(t, error, note)])
         self._flush(tr)
         self._change(tr, t, tr.fail(error, will_retry))
         self._book.trial_failed(trial_id, will_retry)
@@ -122,10 +155,20 @@ class ExperimentRecord:
         if self._book.claim_trial_write(trial_id):
             self._schedule_trial_artifacts(tr)
 
+    def trial_logs(self, t: float, trial_id: str, records: List[LogLine]) -> None:
+        self._trial(trial_id).logs.add(LogLine(*r) for r in records)
+
+    def experiment_log(self, t: float, level: int, message: str) -> None:
+        self._logs.add([LogLine(t, int(level), "tunelib.experiment", str(message))])
+
     def experiment_finished(self, t: float, outcome: ExperimentOutcome, rows: list) -> None:
         self._finishing = True
         for tr in self._trials.values():
             self._flush(tr)
+        self._logs.add([LogLine(t, 20, "tunelib.experiment",
+                                f"experiment {outcome.value.lower()}: {len(rows or [])} trials "
+                                f"({summary_text(rows or [])})"), *summary_lines(t, rows or [])])
+        self._flush_experiment_logs()
         self._book.summary_rows(rows or [])
         for trial_id in self._book.unwritten_trials():  # paused or cut short at the end
             self._schedule_trial_artifacts(self._trials[trial_id])
@@ -137,12 +180,20 @@ class ExperimentRecord:
     def flush_due(self, window: float, closing: bool) -> None:
         """Write the buffers whose oldest result waited ``window`` s (all when closing) and
         whose trial has nothing in flight."""
+        if self.gone:
+            return
         now = time.time()
         for tr in self._trials.values():
-            oldest = tr.oldest_result_at()
+            oldest = min((x for x in (tr.oldest_result_at(),
+                                      tr.logs.oldest_at() if tr.started or tr.attached else None)
+                          if x is not None), default=None)
             if oldest is not None and not self._ops.in_flight(tr.trial_id) and (
                     closing or now - oldest >= window):
                 self._flush(tr)
+        oldest = self._logs.oldest_at()
+        if oldest is not None and not self._ops.in_flight(EXPERIMENT_LOGS) and (
+                closing or now - oldest >= window):
+            self._flush_experiment_logs()
         if not self._finishing:
             self._publish_due(now)
 
@@ -163,17 +214,80 @@ class ExperimentRecord:
         batch = tr.take_batch()
         if batch is not None:
             self._schedule(tr, batch.describe, self._create_iterations(tr, batch, tr.flow_run_id))
+        if not (tr.started or tr.attached):
+            return  # its lines wait for its flow run
+        for lines in tr.logs.take():
+            self._schedule(tr, f"{len(lines)} log lines",
+                           self._write_logs(lines, tr.flow_run_id, tr))
+
+    def _flush_experiment_logs(self) -> None:
+        for lines in self._logs.take():
+            self._ops.schedule(EXPERIMENT_LOGS, f"{len(lines)} log lines",
+                               self._write_logs(lines, None, None), after=[self._created])
 
     # ------------------------------------------------------------------ bookkeeping
     def idle(self) -> bool:
-        return self._ops.idle() and not any(tr.buffer for tr in self._trials.values())
+        return self._ops.idle() and not self._logs and not any(
+            tr.buffer or (len(tr.logs) and (tr.started or tr.attached))
+            for tr in self._trials.values())
+
+    @property
+    def finishing(self) -> bool:
+        return self._finishing
+
+    def outstanding(self) -> int:
+        """Writes scheduled and not acknowledged yet."""
+        return self._ops.outstanding()
 
     def cancel(self) -> None:
         self._ops.cancel()
 
+    def abandon(self) -> None:
+        """The server is gone (or the recorder gives up): cancel every outstanding write and
+        drop the buffers, keeping the count of what they held for ``unrecorded_counts``."""
+        counts, self._abandoned_detail = self.unrecorded_counts()
+        self._failed = counts
+        self._ops.cancel()
+        for tr in self._trials.values():
+            tr.buffer = []
+            tr.logs = LogBuffer()
+        self._logs = LogBuffer()
+
+    def live_trial_runs(self) -> Dict[str, str]:
+        """trial id -> flow run id of the trials whose own run exists and has not ended."""
+        return {tr.trial_id: tr.flow_run_id for tr in self._trials.values()
+                if tr.live and tr.flow_run_id is not None}
+
+    def unrecorded_counts(self) -> Tuple[Counter, List[str]]:
+        """What is not recorded, by category (``trial runs``, ``iteration task runs``,
+        ``states``, ``artifacts``, ``log lines``, ...), writes lost to a dead server
+        included; and per trial, in words."""
+        counts = Counter(self._failed)
+        if self._abandoned_detail:
+            return counts, list(self._abandoned_detail)
+        for lane in _EXPERIMENT_LANES:
+            for desc in self._ops.pending(lane):
+                counts.update(_categories(desc))
+        if len(self._logs):
+            counts["log lines"] += len(self._logs)
+        detail = []
+        for tr in self._trials.values():
+            pending = self._ops.pending(tr.trial_id)
+            for desc in pending:
+                counts.update(_categories(desc))
+            if tr.buffer:
+                counts["results"] += len(tr.buffer)
+            if len(tr.logs):
+                counts["log lines"] += len(tr.logs)
+            buffered = tr.buffered_description()
+            parts = pending + ([buffered] if buffered else [])
+            if parts:
+                detail.append(f"trial {tr.name}: " + "; ".join(parts))
+        return counts, detail
+
     def unrecorded(self) -> List[str]:
         """What is scheduled or buffered and not written yet, per run."""
-        out = [f"experiment: {desc}" for lane in (EXPERIMENT, ARTIFACTS)
+        out = [f"experiment: {desc}" for lane in _EXPERIMENT_LANES
                for desc in self._ops.pending(lane)]
         for tr in self._trials.values():
             parts = self._ops.pending(tr.trial_id)
@@ -201,10 +315,16 @@ class ExperimentRecord:
         self._ops.schedule(tr.trial_id, desc, coro, after=[self._created])
 
     def _on_error(self, lane: Hashable, desc: str, exc: Exception) -> None:
-        who = ("experiment" if lane in (EXPERIMENT, ARTIFACTS)
-               else f"trial {self._trials[lane].name}")
-        self._errors.append(f"{who}: {desc} not recorded: {type(exc).__name__}: {exc}")
         self._stats["writes_failed"] += 1
+        if self.gone is None and is_connection_error(exc):
+            self.gone = f"{type(exc).__name__}: {exc}"
+        if self.gone is not None:  # counted, said once by the recorder
+            self._failed.update(_categories(desc))
+            return
+        who = ("experiment" if lane in _EXPERIMENT_LANES
+               else f"trial {self._trials[lane].name}")
+        if len(self._errors) < MAX_ERRORS:
+            self._errors.append(f"{who}: {desc} not recorded: {type(exc).__name__}: {exc}")
         log.warning("Prefect recording of %s: %s failed: %s", who, desc, exc)
 
     def _lag_note(self, t: float) -> str:
@@ -217,9 +337,27 @@ class ExperimentRecord:
     async def _create_experiment(self, parameters: dict, t: float) -> None:
         state = StateSpec(StateKind.RUNNING, None, "experiment started").with_note(
             self._lag_note(t))
+        if self._caller is not None:
+            self.parent_task_run_id = await self._create_subflow_task_run(self._caller)
         self.experiment_flow_run_id = await self._writes.create_flow_run(
             self._flow_names["experiment"], self._name, parameters, self._tags, state,
-            idempotency_key=f"tunelib-experiment-{uuid.uuid4().hex}")
+            idempotency_key=f"tunelib-experiment-{uuid.uuid4().hex}",
+            parent_task_run_id=self.parent_task_run_id)
+
+    async def _create_subflow_task_run(self, caller: CallerRun) -> str:
+        """The task run in the caller's flow run standing for the experiment's (a subflow),
+        as Prefect's flow engine creates it (``Task.create_run`` for a subflow: Pending,
+        a unique dynamic key, ``__parents__`` = the task run fit() was called in)."""
+        from prefect.client.schemas.objects import TaskRunResult
+
+        inputs = ({"__parents__": [TaskRunResult(id=uuid.UUID(caller.task_run_id))]}
+                  if caller.task_run_id else {})
+        key = uuid.uuid4().hex
+        return await self._writes.create_task_run(
+            self._experiment_task, caller.flow_run_id, dynamic_key=key,
+            name=self._name or self._flow_names["experiment"], tags=self._tags,
+            state=StateSpec(StateKind.PENDING), task_run_id=str(uuid.uuid4()),
+            task_inputs=inputs)
 
     async def _create_trial(self, tr: TrialRun, change: StateChange, t: float) -> None:
         exp_id = self.experiment_flow_run_id
@@ -241,13 +379,24 @@ class ExperimentRecord:
         flow_run_id = flow_run_id or tr.flow_run_id
         if flow_run_id is None:
             raise RuntimeError("the trial's flow run was not created")
-        await self._writes.create_task_run(
-            self._iteration_task, flow_run_id,
-            dynamic_key=f"{batch.first}-{batch.last}-{batch.seq}",
+        # sent as events: the task run spans its first to its last result's time
+        await self._writes.emit_task_run(
+            self._iteration_task, flow_run_id, str(uuid.uuid4()),
             name=task_run_name(batch.first, batch.last),
+            dynamic_key=f"{batch.first}-{batch.last}-{batch.seq}",
             tags=[x for x in (self._name, tr.trial_id) if x],
-            state=StateSpec(StateKind.COMPLETED, None, iterations_message(batch.results)))
+            start_t=batch.results[0][0], end_t=batch.results[-1][0],
+            message=iterations_message(batch.results))
         tr.recorded(batch)
+
+    async def _write_logs(self, lines: List[LogLine], flow_run_id: Optional[str],
+                          tr: Optional[TrialRun]) -> None:
+        # as for results: the run known when flushed (an attached trial's), else the trial's
+        # own run (or the experiment's) created by an earlier write
+        run = flow_run_id or (tr.flow_run_id if tr is not None else self.experiment_flow_run_id)
+        if run is None:
+            raise RuntimeError("the flow run of these lines was not created")
+        await self._writes.create_logs(log_bodies(lines, run))
 
     def _schedule_trial_artifacts(self, tr: TrialRun) -> None:
         self._schedule(tr, "metric table artifact", self._write_trial_artifacts(tr))
@@ -277,7 +426,24 @@ class ExperimentRecord:
             raise RuntimeError("the experiment's flow run was not created")
         await self._artifacts.finish(
             exp_id, lambda desc, exc: self._on_error(EXPERIMENT, desc, exc))
-        kind = StateKind.COMPLETED if outcome is ExperimentOutcome.COMPLETED else StateKind.FAILED
+        kind = {ExperimentOutcome.COMPLETED: StateKind.COMPLETED,
+                ExperimentOutcome.CANCELLED: StateKind.CANCELLED}.get(outcome, StateKind.FAILED)
         state = StateSpec(kind, None, f"{len(rows)} trials: {summary_text(rows)}")
         await self._writes.set_state(exp_id, StateChange(state, "final experiment state",
                                                          force=True), self._lag_note(t))
+
+
+def _categories(desc: str) -> Counter:
+    """What an operation (its description) records, counted by category."""
+    if desc.endswith("log lines"):
+        return Counter({"log lines": int(desc.split()[0])})
+    if desc.endswith("flow run"):
+        return Counter({"experiment runs" if desc.startswith("experiment") else "trial runs": 1})
+    if " results (iterations " in desc:
+        return Counter({"iteration task runs": 1, "results": int(desc.split()[0])})
+    if "artifact" in desc:
+        return Counter({"artifacts": 1} if "state" not in desc
+                       else {"artifacts": 1, "states": 1})
+    if "state" in desc:
+        return Counter({"states": 1})
+    return Counter({"other writes": 1})

@@ -26,7 +26,10 @@ from enum import StrEnum
 from typing import Any, Dict, List, Optional, Tuple
 
 from tunelib._lifecycle import TrialOutcome
+from tunelib.prefect._logs import LogBuffer
 from tunelib.prefect._payloads import (
+    CANCELLED_MESSAGE,
+    INTERRUPTED_MESSAGE,
     STOPPED_MESSAGE,
     STOPPED_STATE_NAME,
     StateChange,
@@ -83,6 +86,7 @@ class TrialRun:
         self.buffer: List[Tuple[float, dict]] = []
         self.batches = 0
         self.iterations_recorded = 0
+        self.logs = LogBuffer()       # its output lines not sent yet
 
     # ------------------------------------------------------------------ transitions
     def attach(self, flow_run_id: str) -> None:
@@ -143,7 +147,8 @@ class TrialRun:
                            "Paused state")
 
     def finish(self, outcome: TrialOutcome, message: str = "") -> Optional[StateChange]:
-        """The trial ended for good: Completed, Completed named Stopped, or Failed."""
+        """The trial ended (for good, or until the experiment resumes): Completed, Completed
+        named Stopped, Failed, or Cancelled (cancelled from Prefect, or interrupted)."""
         already_failed = self.phase is Phase.FAILED_PENDING_FINISH
         self.phase, self.final_status = Phase.FINAL, outcome
         if self.attached:
@@ -154,9 +159,19 @@ class TrialRun:
             spec = StateSpec(StateKind.FAILED, None, message or "trial errored")
         elif outcome is TrialOutcome.STOPPED:
             spec = StateSpec(StateKind.COMPLETED, STOPPED_STATE_NAME, message or STOPPED_MESSAGE)
+        elif outcome is TrialOutcome.CANCELLED:
+            spec = StateSpec(StateKind.CANCELLED, None, message or CANCELLED_MESSAGE)
+        elif outcome is TrialOutcome.INTERRUPTED:
+            spec = StateSpec(StateKind.CANCELLED, None, _interrupted(message))
         else:
             spec = StateSpec(StateKind.COMPLETED, None, message or None)
         return StateChange(spec, f"final state ({spec.describe()})", force=True)
+
+    @property
+    def live(self) -> bool:
+        """Its own flow run exists (or is being created) and has not ended: a run to watch
+        for a Cancel from Prefect."""
+        return self.started and not self.attached and self.phase is not Phase.FINAL
 
     # ------------------------------------------------------------------ coalescing
     def add_result(self, t: float, result: dict) -> None:
@@ -184,3 +199,11 @@ class TrialRun:
             return None
         its = [r.get("training_iteration") for _, r in self.buffer]
         return f"{len(its)} buffered results (iterations {its[0]}-{its[-1]})"
+
+
+def _interrupted(message: str) -> str:
+    """``interrupted (<why>); resumes ...``: the engine's message, and that it resumes."""
+    message = (message or "").strip()
+    if not message or "resume" in message:
+        return message or INTERRUPTED_MESSAGE
+    return f"interrupted ({message}); resumes when the experiment is resumed"

@@ -7,7 +7,14 @@ Requests per record (measured by bench/prefect_writes.py):
 * a flow, once per flow name: ``create_flow_from_name``;
 * a flow run: ``request("POST", "/flow_runs/")`` with a ``FlowRunCreate`` body, created
   directly in its first state (``create_flow_run`` would POST the flow again every time);
-* a task run: ``create_task_run``; a state: ``set_flow_run_state``;
+* an iteration task run: two events (``prefect.task-run.Running`` and ``.Completed``) on
+  the writer's events websocket (:mod:`~tunelib.prefect._events`), which the server's
+  task-run recorder turns into the task run with its true start and end time; counted as
+  one ``task_run_event`` write, not acknowledged one by one (``unrecorded_task_runs``
+  reads them back at the end). Without a usable websocket: ``create_task_run``;
+* any other task run (the subflow stand-ins, whose id must exist before the child flow
+  run): ``create_task_run``; a state: ``set_flow_run_state``;
+* a batch of log lines (at most 1,000, one flow run): ``create_logs``;
 * an artifact: ``request("POST", "/artifacts/")`` with an ``ArtifactCreate`` body; its
   next content ``request("PATCH", "/artifacts/{id}")`` with an ``ArtifactUpdate`` body
   (``create_artifact`` / ``update_artifact`` also emit an event each, through a websocket
@@ -15,7 +22,9 @@ Requests per record (measured by bench/prefect_writes.py):
 
 503 answers (SQLite's "database is locked"), which the client retries after 2, 4, 8 s, are
 counted by an httpx response hook (:func:`count_503s`) that sees every response, retried
-ones included.
+ones included. ``last_ack`` (``time.monotonic()`` of the last acknowledged write) tells
+``PrefectRecorder.close`` whether the server still answers; :func:`is_connection_error`
+tells a server that is gone from a write the server refused.
 """
 
 from __future__ import annotations
@@ -25,14 +34,24 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
+from tunelib.prefect._events import TaskRunEvents, unrecorded_task_runs
 from tunelib.prefect._payloads import (
     StateChange,
+    StateKind,
     StateSpec,
     artifact_create_body,
     artifact_update_body,
     flow_run_body,
     prefect_state,
 )
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """``exc`` says the server cannot be reached (refused, reset, timed out): the client
+    retries those itself once it had connected, so one that reaches us means it is gone."""
+    import httpx
+
+    return isinstance(exc, (httpx.TransportError, ConnectionError, OSError))
 
 
 def count_503s(stats: Dict[str, Any]) -> Callable[[Any], Awaitable[None]]:
@@ -50,16 +69,20 @@ class PrefectWrites:
     """Writes through ``client`` (a ``PrefectClient``), at most ``max_in_flight`` at once.
 
     ``stats`` gets ``writes``, ``seconds_busy`` (time with at least one request in flight)
-    and ``by_kind`` (kind -> [count, total ms]).
+    and ``by_kind`` (kind -> [count, total ms]). ``api_url``: where iteration task runs
+    are sent as events (None: always through REST).
     """
 
-    def __init__(self, client: Any, stats: Dict[str, Any], max_in_flight: int = 1):
+    def __init__(self, client: Any, stats: Dict[str, Any], max_in_flight: int = 1,
+                 api_url: Optional[str] = None):
         self.client = client
+        self._events = TaskRunEvents(api_url) if api_url else None
         self.stats = stats
         self._sem = asyncio.Semaphore(max(1, max_in_flight))
         self._flow_ids: Dict[str, asyncio.Task] = {}
         self._active = 0
         self._busy_since: Optional[float] = None
+        self.last_ack = time.monotonic()
 
     async def _timed(self, kind: str, call: Callable[[], Awaitable[Any]]) -> Any:
         async with self._sem:
@@ -79,6 +102,7 @@ class PrefectWrites:
                 count[0] += 1
                 count[1] += (t1 - t0) * 1000
             self.stats["writes"] += 1  # acknowledged
+            self.last_ack = time.monotonic()
             return result
 
     async def flow_id(self, flow_name: str) -> Any:
@@ -103,13 +127,47 @@ class PrefectWrites:
 
     async def create_task_run(self, task: Any, flow_run_id: str, dynamic_key: str, name: str,
                               tags: List[str], state: StateSpec,
-                              task_run_id: Optional[str] = None) -> str:
+                              task_run_id: Optional[str] = None,
+                              task_inputs: Optional[Dict[str, list]] = None) -> str:
         """A task run of ``task`` (its task_key) in ``flow_run_id``, created in ``state``."""
         task_run = await self._timed("task_run", lambda: self.client.create_task_run(
             task, flow_run_id=uuid.UUID(flow_run_id), dynamic_key=dynamic_key,
             id=uuid.UUID(task_run_id) if task_run_id else None, name=name, extra_tags=tags,
-            state=prefect_state(state), task_inputs={}))
+            state=prefect_state(state), task_inputs=task_inputs or {}))
         return str(task_run.id)
+
+    async def emit_task_run(self, task: Any, flow_run_id: str, task_run_id: str, name: str,
+                            dynamic_key: str, tags: List[str], start_t: float, end_t: float,
+                            message: str) -> str:
+        """A Completed task run of ``task`` in ``flow_run_id`` that ran from ``start_t`` to
+        ``end_t`` (epoch seconds), sent as events; created through REST (in Completed, the
+        server's time) when the events websocket cannot be used. Its id."""
+        events = self._events
+        if events is not None and await events.ready():
+            sent = await self._timed("task_run_event", lambda: events.emit(
+                task, flow_run_id, task_run_id, name, dynamic_key, tags, start_t, end_t,
+                message))
+            if sent:
+                return task_run_id
+        return await self.create_task_run(
+            task, flow_run_id, dynamic_key, name, tags,
+            StateSpec(StateKind.COMPLETED, None, message), task_run_id=task_run_id)
+
+    async def close_events(self) -> None:
+        """Close the events websocket (flushing what was sent)."""
+        if self._events is not None:
+            await self._events.close()
+
+    async def unrecorded_event_task_runs(self, within_s: float) -> List[str]:
+        """Ids of the task runs sent as events that the server has not recorded (as
+        Completed) within ``within_s`` s; call after :meth:`close_events`."""
+        if self._events is None or not self._events.sent:
+            return []
+        return await unrecorded_task_runs(self.client, self._events.sent, within_s)
+
+    async def create_logs(self, bodies: List[Dict[str, Any]]) -> None:
+        """One batch of log lines (``_logs.log_bodies``), one request."""
+        await self._timed("logs", lambda: self.client.create_logs(bodies))
 
     async def set_state(self, flow_run_id: str, change: StateChange, note: str = "") -> None:
         """Set ``change``'s state (``note`` appended to its message); raises when the server
