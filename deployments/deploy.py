@@ -1,4 +1,4 @@
-"""Deploy tunelib's flows to a Prefect work pool (process type), from this checkout.
+"""Deploy tunelib's flows to a Prefect work pool (`tunelib` or `process` type), from this checkout.
 
     python deployments/deploy.py [--pool tunelib] [--name tunelib-trial] [--source DIR]
 

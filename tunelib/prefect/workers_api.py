@@ -114,7 +114,8 @@ class WorkersAPI:
         except ObjectNotFound:
             raise PrefectWorkersError(
                 f"The Prefect work pool {pool!r} does not exist. Create it with "
-                f"`prefect work-pool create {pool} --type process`, then deploy the trial flow "
+                f"`prefect work-pool create {pool} --type tunelib` (warm workers; `--type "
+                f"process` works too), then deploy the trial flow "
                 f"with `python deployments/deploy.py --pool {pool}`."
             ) from None
         try:
