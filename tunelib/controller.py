@@ -54,6 +54,9 @@ if TYPE_CHECKING:  # the collaborators' protocols and bases (no import cost at r
 logger = logging.getLogger("tunelib")
 
 _STATE_SAVE_PERIOD_S = 5.0
+# a state save this fast is always made before a new trial starts (see _may_save_now)
+_CHEAP_SAVE_S = 0.005
+_BIG_STATE_TRIALS = 1000
 
 
 @dataclass
@@ -121,6 +124,7 @@ class Controller:
         self._cancel_requests: "queue.SimpleQueue[str]" = queue.SimpleQueue()
         self._fatal: Optional[BaseException] = None
         self._last_state_save = 0.0
+        self._last_save_cost = 0.0   # seconds the last state save took (see _may_save_now)
         self._start = time.time()
         self._iteration = 0
         # decisions a scheduler asked for on trials other than the one it was deciding on
@@ -339,6 +343,10 @@ class Controller:
         if self._search_finished or self._stop_all:
             return
         pending = sum(1 for t in self._unfinished() if t.status == TrialStatus.PENDING)
+        # refilled in chunks once half is used: the state is saved before a new trial
+        # starts, so one save covers a chunk instead of every launch (10,000 short trials)
+        if pending and pending >= (self._max_pending + 1) // 2:
+            return
         while pending < self._max_pending:
             if self._create_trial() is None:
                 return
@@ -356,7 +364,7 @@ class Controller:
             trial = self.scheduler.choose_trial_to_run(self)
             if trial is None:
                 return
-            if trial.trial_id in self._unsaved:
+            if trial.trial_id in self._unsaved and self._may_save_now():
                 # the state knows every trial before the trial writes a file: a resumed
                 # experiment continues it in its dir instead of starting it over elsewhere
                 self.save_state()
@@ -684,6 +692,14 @@ class Controller:
         self.callbacks.on_trial_save(iteration=self._iteration, trials=self.trials, trial=trial)
 
     # ------------------------------------------------------------------ state and progress
+    def _may_save_now(self) -> bool:
+        """A save before a trial starts is always made while the state is small; once it is
+        big (thousands of trials: tens of ms a save), at most so often that saving takes 5%
+        of the time, as Ray's own state saves do (TUNE_GLOBAL_CHECKPOINT_S=auto)."""
+        cost = self._last_save_cost
+        return (len(self.trials) < _BIG_STATE_TRIALS or cost < _CHEAP_SAVE_S
+                or time.monotonic() - self._last_state_save >= 19 * cost)
+
     def save_state(self, final: bool = False) -> None:
         """Write ``experiment_state-<session>.json`` in Ray's structure (``_layout``).
 
@@ -691,7 +707,7 @@ class Controller:
         and is a ``TuneError`` naming the file and the cause at the end (``final``)."""
         from tunelib import storage
 
-        self._last_state_save = time.monotonic()
+        started = self._last_state_save = time.monotonic()
         self._unsaved.clear()
         spec = self.spec
         runner_data = _layout.runner_data(
@@ -718,6 +734,8 @@ class Controller:
                 self._state_save_warned.add(str(exc))
                 logger.warning("%s", error)
             return
+        finally:
+            self._last_save_cost = time.monotonic() - started
         self._save_search_state()
 
     def _trial_data(self) -> List[str]:

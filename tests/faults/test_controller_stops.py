@@ -54,9 +54,9 @@ def test_stop_request_keeps_running_trials_resumable(tmp_path):
     assert sorted(saved.values()) == ["PENDING", "RUNNING", "RUNNING"]  # as Ray saves them
     for trial in running:  # their records are closed, saying why and that they resume
         finished = recorder.finished(trial.trial_id)
-        assert finished.args["status"] == "STOPPED"
+        assert finished.args["status"] == "INTERRUPTED"   # Prefect: Cancelled, resumable
         assert "interrupted (SIGINT)" in finished.args["message"]
-    assert recorder.called("experiment_finished")
+    assert [c.args["status"] for c in recorder.called("experiment_finished")] == ["CANCELLED"]
 
 
 def test_an_exception_out_of_the_loop_keeps_running_trials_resumable(tmp_path):
