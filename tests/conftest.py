@@ -12,6 +12,9 @@ import os
 import shutil
 import tempfile
 
+# fit() waits for its records here (as the tests read them right after it); detaching
+# after a short wait is tested with an explicit one (tests/test_recorder_process.py)
+os.environ.setdefault("TUNELIB_RECORD_WAIT_S", "300")
 # Before anything imports prefect.
 SESSION_DIR = tempfile.mkdtemp(prefix="tunelib-test-")
 os.environ["PREFECT_HOME"] = os.path.join(SESSION_DIR, "prefect")

@@ -27,7 +27,9 @@ from tunelib.executor._trial_dir import log_file_names
 
 logger = logging.getLogger("tunelib")
 
-RECORD_DRAIN_TIMEOUT_S = float(os.environ.get("TUNELIB_RECORD_DRAIN_TIMEOUT_S", "120"))
+# how long the records may take to reach Prefect (fit() itself waits TUNELIB_RECORD_WAIT_S,
+# then a background process goes on; a server that stops answering ends it in seconds)
+RECORD_DRAIN_TIMEOUT_S = float(os.environ.get("TUNELIB_RECORD_DRAIN_TIMEOUT_S", "3600"))
 # how an interrupted experiment is continued, per entry point (Ray's hints)
 TUNER_RESTORE_CALL = 'Tuner.restore(path="{path}", trainable=...)'
 TUNE_RUN_RESUME_CALL = "tune.run(..., resume=True)"
@@ -40,16 +42,22 @@ def trainable_name(trainable) -> str:
     return name
 
 
-def _close_recorder(recorder, name: str, verbose: int) -> None:
-    """Wait for the records to reach Prefect (``recorder.close``), then say in one warning
-    what did not, and (``verbose`` >= 1) where the experiment is recorded."""
+def _close_recorder(recorder, name: str, verbose: int, temporary_server: bool) -> None:
+    """Wait for the records to reach Prefect (``recorder.close``: at most
+    ``TUNELIB_RECORD_WAIT_S``, then a background process finishes them), say in one warning
+    what was not recorded, and (``verbose`` >= 1) where the experiment is recorded.
+    ``temporary_server``: the API is one no UI outlives (tunelib's embedded server, or the
+    temporary one Prefect starts for a flow when no PREFECT_API_URL is set)."""
     missing = recorder.close(RECORD_DRAIN_TIMEOUT_S)
     stats = recorder.stats
-    message = (
-        f"Prefect recording of {name!r}: {stats.get('writes', 0)} writes, "
-        f"{stats.get('retries_503', 0)} HTTP 503 retries, "
-        f"drained {stats.get('drain_s', 0.0) or 0.0:.2f} s after the last trial"
-    )
+    if getattr(recorder, "detached", False):
+        message = (f"Prefect recording of {name!r}: handed over to the background recorder "
+                   f"(pid {recorder.pid}) at the end of the experiment")
+    else:
+        message = (
+            f"Prefect recording of {name!r}: {stats.get('writes', 0)} writes, "
+            f"{stats.get('retries_503', 0)} HTTP 503 retries, "
+            f"drained {stats.get('drain_s', 0.0) or 0.0:.2f} s after the last trial")
     logger.info(message)
     if os.environ.get("TUNELIB_PREFECT_STATS") == "1":
         print(message, file=sys.stderr)
@@ -61,16 +69,18 @@ def _close_recorder(recorder, name: str, verbose: int) -> None:
             RuntimeWarning,
             stacklevel=4,
         )
+    if verbose < 1:
+        return
     context = recorder.run_context(None)
-    if verbose >= 1 and context is not None:
+    if context is not None:
         from tunelib.prefect._where import where_to_look
-        from tunelib.prefect.server import configured_api_url
 
-        # no UI outlives tunelib's embedded server or the temporary one Prefect starts for
-        # a flow when no PREFECT_API_URL is set: name the database instead
-        temporary = bool(getattr(recorder, "embedded", False)) or configured_api_url() is None
-        print(where_to_look(context.api_url, context.flow_run_id, embedded=temporary,
+        print(where_to_look(context.api_url, context.flow_run_id,
+                            embedded=temporary_server or bool(getattr(recorder, "embedded", 0)),
                             prefect_home=os.environ.get("PREFECT_HOME", "")))
+    elif getattr(recorder, "detached", False):  # its server had not answered yet
+        print(f"Recording in Prefect as the flow run {name!r} of flow 'experiment' (in the "
+              "background).")
 
 
 def _check_trainable(trainable) -> bytes:
@@ -269,6 +279,7 @@ def run_experiment(
     from tunelib.analysis import load_experiment
     from tunelib.prefect import create_recorder
     from tunelib.prefect._caller import caller_run
+    from tunelib.prefect.server import configured_api_url  # imports Prefect only when called
     from tunelib.schedulers import FIFOScheduler
     from tunelib.search import as_search_algorithm
     from tunelib.stopper import as_stopper
@@ -360,8 +371,9 @@ def run_experiment(
         restore_path=restore_path,
     )
 
+    caller = caller_run()
     recorder = create_recorder(enabled=os.environ.get("TUNELIB_DISABLE_PREFECT", "0") != "1",
-                               caller=caller_run(),
+                               caller=caller,
                                # the workers executor imports Prefect on this thread: import
                                # it here first, not at the same time as the recorder's thread
                                import_here=run_config.executor is not None)
@@ -403,7 +415,8 @@ def run_experiment(
                     restore_call.format(path=experiment_uri))
     finally:
         executor.shutdown()
-        _close_recorder(recorder, name, spec.verbose)
+        _close_recorder(recorder, name, spec.verbose,
+                        temporary_server=caller is not None and configured_api_url() is None)
         lock.release()
     stop_signals.pass_on()  # SIGTERM: now that everything is saved, as if we had not caught it
     analysis = load_experiment(
