@@ -73,6 +73,7 @@ def test_iteration_task_runs_span_the_times_of_their_results(prefect_server, sto
         got_at[trial_id, result["training_iteration"]] = t
         take(self, t, trial_id, result)
 
+    monkeypatch.setenv("TUNELIB_RECORDER", "thread")   # the spy sees this process's writer
     monkeypatch.setattr(ExperimentRecord, "trial_result", spy)
     grid = _fit("true_times", storage_dir)
     assert grid.num_errors == 0
@@ -106,6 +107,7 @@ def test_without_events_iteration_task_runs_are_created_through_rest(
     def no_websocket(self):
         raise ConnectionRefusedError("events websocket disabled (test)")
 
+    monkeypatch.setenv("TUNELIB_RECORDER", "thread")   # the patch reaches this process only
     monkeypatch.setattr(_events.TaskRunEvents, "_connect", no_websocket)
     with caplog.at_level(logging.INFO, logger="tunelib.recorder"):
         grid = _fit("no_events", storage_dir)
