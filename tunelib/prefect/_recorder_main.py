@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Dict, Optional
 
 from tunelib._lifecycle import ExperimentOutcome
-from tunelib.prefect.recorder_process import CLOSE, DETACH, WATCH_CANCEL
+from tunelib.prefect.recorder_process import CLOSE, DETACH, WATCH_CANCEL, background_log
 
 POLL_S = 0.05          # how often new runs are looked for (the executors wait on them)
 PROGRESS_S = 0.5       # how often what is left is reported
@@ -111,6 +111,7 @@ class RecorderHost:
                 batch = _loads(self.conn.recv_bytes())
             except (EOFError, OSError):
                 self.driver.listening = False
+                _let_go_of_outputs()
                 break
             for item in batch:
                 kind = item[0]
@@ -122,6 +123,7 @@ class RecorderHost:
                     self.closing.set()
                 elif kind == DETACH:
                     self.driver.listening = False
+                    _let_go_of_outputs()
                 else:
                     if kind in ("trial_started", "trial_attached"):
                         self.unanswered[item[2][0]] = None
@@ -184,6 +186,25 @@ class RecorderHost:
             name = f" {rec._name!r}" if rec._name else ""
             print(f"tunelib: Prefect has not recorded everything of experiment{name}: "
                   + "; ".join(missing[:20]), file=sys.stderr, flush=True)
+
+
+def _let_go_of_outputs() -> None:
+    """The driver stopped listening: stop holding its stdout/stderr where they are a pipe or
+    a file (``| tee``, ``subprocess.run(capture_output=True)`` would wait for the drain);
+    a terminal is kept, so that a warning at the end is seen."""
+    targets = [fd for fd in (1, 2) if not os.isatty(fd)]
+    if not targets:
+        return
+    try:
+        os.makedirs(os.path.dirname(background_log(os.getpid())), exist_ok=True)
+        log = os.open(background_log(os.getpid()), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        log = os.open(os.devnull, os.O_WRONLY)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd in targets:
+        os.dup2(log, fd)
+    os.close(log)
 
 
 def _plain(stats: Dict[str, Any]) -> Dict[str, Any]:

@@ -73,6 +73,15 @@ CLOSE = "_close"
 DETACH = "_detach"
 
 
+def background_log(pid: int) -> str:
+    """Where a detached recorder process writes what it says once its driver stopped
+    listening, when the driver's output is not a terminal (a pipe held open would keep
+    ``python train.py | tee log`` waiting for the drain)."""
+    from tunelib.prefect._where import prefect_home
+
+    return os.path.join(prefect_home(), f"tunelib-recorder-{pid}.log")
+
+
 def wait_seconds() -> float:
     """``TUNELIB_RECORD_WAIT_S``: how long close() waits before it detaches."""
     text = os.environ.get(WAIT_ENV, "")
@@ -202,7 +211,8 @@ class RecorderProcess(QueueRecorder):
         name = f" of experiment {self._name}" if self._name else ""
         print(f"tunelib: Prefect is still recording {left} records{name} (in the "
               f"background, pid {self.pid}; a script may exit: they are written before "
-              "that process ends)", file=sys.stderr, flush=True)
+              f"that process ends; what it says next goes to {background_log(self.pid)} "
+              "unless the output is a terminal)", file=sys.stderr, flush=True)
         return []
 
     @property
