@@ -187,7 +187,7 @@ def sleepy_curve(config):
 def test_unlimited_samples_until_the_time_budget(storage_dir):
     grid = tune.Tuner(
         sleepy_curve, param_space={"lr": tune.uniform(0.01, 1.0)},
-        tune_config=tune.TuneConfig(num_samples=-1, time_budget_s=3.0),
+        tune_config=tune.TuneConfig(num_samples=-1, time_budget_s=6.0),
         run_config=tune.RunConfig(name="forever", storage_path=storage_dir, verbose=0),
     ).fit()
     finished = [r for r in grid if r.metrics_dataframe is not None and len(r.metrics_dataframe) == 3]
