@@ -57,6 +57,8 @@ _STATE_SAVE_PERIOD_S = 5.0
 # a state save this fast is always made before a new trial starts (see _may_save_now)
 _CHEAP_SAVE_S = 0.005
 _BIG_STATE_TRIALS = 1000
+# why a trial or the experiment stops when its Prefect flow run is cancelled
+CANCELLED_REASON = "its Prefect flow run was cancelled"
 
 
 @dataclass
@@ -204,10 +206,14 @@ class Controller:
             trial = self._by_id.get(self._cancel_requests.get())
             if trial is None or trial.is_finished():
                 continue
-            self._stopped(trial, StoppedBy.CANCEL, "its Prefect flow run was cancelled")
             if self._running.pop(trial.trial_id, None) is not None:
                 self.executor.kill_trial(trial.trial_id)
-            self._finish(trial, TrialStatus.TERMINATED, removed=True)
+            self._end_cancelled(trial)
+
+    def _end_cancelled(self, trial: T.Trial) -> None:
+        """``trial``'s Prefect run was cancelled: it ends TERMINATED, recorded cancelled."""
+        self._stopped(trial, StoppedBy.CANCEL, CANCELLED_REASON)
+        self._finish(trial, TrialStatus.TERMINATED, removed=True)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -481,8 +487,7 @@ class Controller:
             trial.status = TrialStatus.PAUSED
             self.recorder.trial_paused(trial.trial_id)
         elif isinstance(event.error, TrialRunCancelled):  # its run was cancelled (workers)
-            self._stopped(trial, StoppedBy.CANCEL, "its Prefect flow run was cancelled")
-            self._finish(trial, TrialStatus.TERMINATED, removed=True)
+            self._end_cancelled(trial)
         else:  # DONE: the trainable returned, or unwound after a STOP
             self._finish(trial, TrialStatus.TERMINATED)
 

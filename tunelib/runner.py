@@ -22,8 +22,9 @@ from tunelib._experiment_log import ExperimentLog
 from tunelib._interrupts import StopSignals
 from tunelib._layout import DEFAULT_STORAGE_PATH
 from tunelib.config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
-from tunelib.controller import Controller, ExperimentSpec
+from tunelib.controller import CANCELLED_REASON, Controller, ExperimentSpec
 from tunelib.executor._trial_dir import log_file_names
+from tunelib.recording import NullRecorder
 
 logger = logging.getLogger("tunelib")
 
@@ -79,8 +80,10 @@ def _close_recorder(recorder, name: str, verbose: int, temporary_server: bool) -
                             embedded=temporary_server or bool(getattr(recorder, "embedded", 0)),
                             prefect_home=os.environ.get("PREFECT_HOME", "")))
     elif getattr(recorder, "detached", False):  # its server had not answered yet
-        print(f"Recording in Prefect as the flow run {name!r} of flow 'experiment' (in the "
-              "background).")
+        from tunelib.prefect._where import where_to_look_later
+
+        print(where_to_look_later(name, os.environ.get("PREFECT_API_URL"),
+                                  os.environ.get("PREFECT_HOME", "")))
 
 
 def _check_trainable(trainable) -> bytes:
@@ -392,14 +395,14 @@ def run_experiment(
         lock.release()
         raise
     executor.register_trainable(key, payload)
-    callbacks.callbacks.append(ExperimentLog(recorder, metric=metric, mode=mode))
+    if not isinstance(recorder, NullRecorder):  # its lines go nowhere otherwise
+        callbacks.callbacks.append(ExperimentLog(recorder, metric=metric, mode=mode))
     controller = Controller(spec, executor, recorder, search_alg, scheduler, stopper,
                             callbacks=callbacks, restored_trials=restored,
                             id_prefix=id_prefix)
     # Prefect's Cancel: of the experiment's run, as Ctrl-C; of a trial's run, that trial
-    recorder.watch_cancel(lambda trial_id: controller.request_stop(
-        "its Prefect flow run was cancelled") if trial_id is None
-        else controller.request_trial_stop(trial_id))
+    recorder.watch_cancel(lambda trial_id: controller.request_stop(CANCELLED_REASON)
+                          if trial_id is None else controller.request_trial_stop(trial_id))
     stop_signals = StopSignals(controller.request_stop)
     try:
         try:

@@ -101,3 +101,21 @@ def where_to_look(api_url: str, flow_run_id: str, embedded: bool, prefect_home: 
     return (f"Recorded in Prefect (flow run {flow_run_id}, database "
             f"{database_description(prefect_home)}); to look: `{command}` then open "
             f"{DEFAULT_UI}/runs/flow-run/{flow_run_id}")
+
+
+def where_to_look_later(name: str, api_url: Optional[str], prefect_home: str) -> str:
+    """The line for an experiment whose flow run is not created yet when fit() returns (the
+    background recorder was still waiting for its server): the run's name and where it
+    will be.
+
+    >>> where_to_look_later("exp", "http://10.0.0.5:4200/api", "/p")
+    "Recording in Prefect in the background as flow run 'exp': http://10.0.0.5:4200/runs"
+    """
+    if api_url:
+        return f"Recording in Prefect in the background as flow run {name!r}: {ui_url(api_url)}/runs"
+    command = "prefect server start"
+    if os.environ.get("PREFECT_HOME"):
+        command = f"PREFECT_HOME={shlex.quote(prefect_home)} {command}"
+    return (f"Recording in Prefect in the background as flow run {name!r} (database "
+            f"{database_description(prefect_home)}); to look: `{command}` then open "
+            f"{DEFAULT_UI}/runs")
