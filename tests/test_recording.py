@@ -21,13 +21,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="session")
-def isolated_prefect():
-    """No user-configured API: the recorder must start its own embedded server."""
-    saved = os.environ.pop("PREFECT_API_URL", None)
-    yield os.environ["PREFECT_HOME"]
-    if saved is not None:
-        os.environ["PREFECT_API_URL"] = saved
+@pytest.fixture
+def isolated_prefect(monkeypatch):
+    """No user-configured API: the recorder must start its own embedded server. (Per test:
+    a session-wide one left the tests after it without the session server's
+    PREFECT_API_URL, so they recorded into another server than the one they read.)"""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    return os.environ["PREFECT_HOME"]
 
 
 # --------------------------------------------------------------------------- fast tests

@@ -58,7 +58,9 @@ def _close_recorder(recorder, name: str, verbose: int, temporary_server: bool) -
         message = (
             f"Prefect recording of {name!r}: {stats.get('writes', 0)} writes, "
             f"{stats.get('retries_503', 0)} HTTP 503 retries, "
-            f"drained {stats.get('drain_s', 0.0) or 0.0:.2f} s after the last trial")
+            f"drained {stats.get('drain_s', 0.0) or 0.0:.2f} s after the last trial"
+            + (f", {stats['whole_trials']} trials written whole" if stats.get("whole_trials")
+               else ""))
     logger.info(message)
     if os.environ.get("TUNELIB_PREFECT_STATS") == "1":
         print(message, file=sys.stderr)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Dict, List, Optional
+from typing import Any, Container, Dict, List, Optional
 
 from tunelib._lifecycle import TrialOutcome, TrialStatus
 from tunelib.prefect._artifact_content import ExperimentInfo, curve_metric
@@ -200,9 +200,9 @@ class ArtifactBook:
         self._write_pending.discard(trial_id)
         self.trials[trial_id].written(seen)
 
-    def unwritten_trials(self) -> List[str]:
-        """Trials whose artifacts are not written yet (claimed by this call)."""
-        return [tid for tid in self.trials if self.claim_trial_write(tid)]
+    def unwritten_trials(self, skip: Container[str] = ()) -> List[str]:
+        """Trials whose artifacts are not written yet (claimed by this call), but ``skip``."""
+        return [tid for tid in self.trials if tid not in skip and self.claim_trial_write(tid)]
 
     # ------------------------------------------------------------------ internals
     def _trial(self, trial_id: str, name: Optional[str] = None) -> TrialMetrics:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from tunelib.prefect._artifact_book import ArtifactBook, Rewritten
 from tunelib.prefect._artifact_content import (
@@ -68,20 +68,27 @@ class ArtifactWriter:
 
     async def write_trial(self, trial_id: str, flow_run_id: str) -> None:
         """The trial's metric table and, when it reported checkpoints, their links."""
-        tm = self.book.trials[trial_id]
-        seen = tm.results.seen
+        seen = self.book.trials[trial_id].results.seen
         try:
-            info = self.book.info
-            await self._put(trial_table(info, tm, self.book.curve_key), flow_run_id)
-            if tm.latest_checkpoint is not None:
-                if self._dirs is None:
-                    self._dirs = TrialDirs(info.path)
-                folder = await asyncio.to_thread(self._dirs.folder, tm.name)
-                links = checkpoint_links(info, tm, folder)
-                if links is not None:
-                    await self._put(links, flow_run_id)
+            for body in await self.trial_bodies(trial_id):
+                await self._put(body, flow_run_id)
         finally:  # written or reported as not recorded: either way not again for these
             self.book.trial_written(trial_id, seen)
+
+    async def trial_bodies(self, trial_id: str) -> List[ArtifactBody]:
+        """The trial's metric table and, when it reported checkpoints, their links, as
+        they are now (the caller tells the book ``trial_written`` once they are sent)."""
+        tm = self.book.trials[trial_id]
+        info = self.book.info
+        bodies = [trial_table(info, tm, self.book.curve_key)]
+        if tm.latest_checkpoint is not None:
+            if self._dirs is None:
+                self._dirs = TrialDirs(info.path)
+            folder = await asyncio.to_thread(self._dirs.folder, tm.name)
+            links = checkpoint_links(info, tm, folder)
+            if links is not None:
+                bodies.append(links)
+        return bodies
 
     # ------------------------------------------------------------------ internals
     def _body(self, kind: Rewritten, final: bool) -> Optional[ArtifactBody]:

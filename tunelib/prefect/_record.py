@@ -11,6 +11,15 @@ its flow run - when the oldest is ``window`` s old and the lane is idle, before 
 state change, and at close; the experiment's lines (and its final summary) go on the
 ``EXPERIMENT_LOGS`` lane.
 
+Whole trials (tunelib's embedded server only, ``PrefectWrites.bulk``): a trial's flow run
+is not created when it starts; its start waits up to ``DEFER_S`` s (at least ``window``).
+When it ends within that time it is written whole - flow run with its states at their true times, the
+subflow's stand-in task run, its iteration task run, log lines and metric table - with
+other such trials in ONE request on the ``BULK`` lane (``_bulk_app``). When it is still
+running after that, fails, pauses, or its run is asked for (a trainable using
+Prefect), its start is written as usual and it goes on through the REST writes. A server
+without the route answers the first batch 404: those trials are written through REST.
+
 Nesting: with a ``CallerRun`` the experiment's flow run is a subflow of the caller's run:
 a Pending task run in the caller's flow run stands for it (``__parents__`` naming the
 caller's task run when fit() ran inside a task), as Prefect's engine makes it for a
@@ -34,6 +43,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 from tunelib._lifecycle import ExperimentOutcome, TrialOutcome
@@ -61,7 +71,10 @@ log = logging.getLogger("tunelib.recorder")
 EXPERIMENT = ("experiment",)   # the experiment's lane (trial lanes are trial ids)
 ARTIFACTS = ("experiment", "artifacts")   # its rewritten artifacts
 EXPERIMENT_LOGS = ("experiment", "logs")  # its log lines
-_EXPERIMENT_LANES = (EXPERIMENT, ARTIFACTS, EXPERIMENT_LOGS)
+BULK = ("experiment", "whole trials")      # trials written whole, a batch per write
+_EXPERIMENT_LANES = (EXPERIMENT, ARTIFACTS, EXPERIMENT_LOGS, BULK)
+BULK_BATCH = 1000   # trials per request at most
+DEFER_S = 5.0       # a trial's start waits this long (at least ``window``) to be written whole
 MAX_ERRORS = 50   # error lines kept (a dead server is one line, see ``gone``)
 
 
@@ -73,7 +86,7 @@ class ExperimentRecord:
     """
 
     def __init__(self, writes: PrefectWrites, stats: Dict[str, Any], errors: List[str],
-                 caller: Optional[CallerRun] = None):
+                 caller: Optional[CallerRun] = None, wanted: Optional[set] = None):
         from prefect.tasks import Task
 
         from tunelib.prefect.flows import experiment, iteration, trial
@@ -101,6 +114,12 @@ class ExperimentRecord:
         self.gone: Optional[str] = None   # why the server is taken as gone
         self._failed: Counter = Counter()   # category -> writes lost after it went
         self._abandoned_detail: List[str] = []
+        self._deferred: Dict[str, TrialRun] = {}   # started, start not written yet
+        self._whole: List[TrialRun] = []           # ended while deferred: to write whole
+        # trials whose run is asked for (a trainable using Prefect): filled by any thread,
+        # taken by the writer loop, which writes a deferred one's start at once
+        self._wanted: set = set() if wanted is None else wanted
+        self._unflushed: Dict[str, TrialRun] = {}  # trials holding results or log lines
 
     def trial_flow_run_id(self, trial_id: str) -> Optional[str]:
         tr = self._trials.get(trial_id)
@@ -124,11 +143,18 @@ class ExperimentRecord:
         tr = self._trial(trial_id, trial_name)
         tr.name = trial_name
         self._flush(tr)
-        self._change(tr, t, tr.start(attempt, config, max_failures))
+        change = tr.start(attempt, config, max_failures)
+        if change is not None and change.create and self._writes.bulk and not self.gone:
+            tr.deferred = (t, change)
+            self._deferred[trial_id] = tr
+        else:
+            self._change(tr, t, change)
         self._book.trial_started(trial_id, trial_name, config, t)
 
     def trial_result(self, t: float, trial_id: str, result: dict) -> None:
-        self._trial(trial_id).add_result(t, result)
+        tr = self._trial(trial_id)
+        tr.add_result(t, result)
+        self._unflushed[trial_id] = tr
         self._book.trial_result(trial_id, result)
 
     def trial_failed(self, t: float, trial_id: str, error: str, will_retry: bool) -> None:
@@ -136,12 +162,15 @@ class ExperimentRecord:
         if not tr.attached:  # an attached run's engine logs its own traceback
             note = f" (attempt {tr.run_count}{', will retry' if will_retry else ''})"
             tr.logs.add([traceback_line(t, error, note)])
+            self._unflushed[trial_id] = tr
+        self._promote(tr)
         self._flush(tr)
         self._change(tr, t, tr.fail(error, will_retry))
         self._book.trial_failed(trial_id, will_retry)
 
     def trial_paused(self, t: float, trial_id: str) -> None:
         tr = self._trial(trial_id)
+        self._promote(tr)
         self._flush(tr)
         self._change(tr, t, tr.pause())
         self._book.trial_paused(trial_id, t)
@@ -149,6 +178,13 @@ class ExperimentRecord:
     def trial_finished(self, t: float, trial_id: str, outcome: TrialOutcome,
                        message: str = "") -> None:
         tr = self._trial(trial_id)
+        if tr.deferred is not None:   # started and ended between two flushes: written whole
+            tr.deferred_start, tr.deferred = tr.deferred, None
+            tr.ended = (t, tr.finish(outcome, message))
+            self._book.trial_finished(trial_id, outcome)
+            self._deferred.pop(trial_id, None)
+            self._whole.append(tr)
+            return
         self._flush(tr)
         self._change(tr, t, tr.finish(outcome, message))
         self._book.trial_finished(trial_id, outcome)
@@ -156,13 +192,18 @@ class ExperimentRecord:
             self._schedule_trial_artifacts(tr)
 
     def trial_logs(self, t: float, trial_id: str, records: List[LogLine]) -> None:
-        self._trial(trial_id).logs.add(LogLine(*r) for r in records)
+        tr = self._trial(trial_id)
+        tr.logs.add(LogLine(*r) for r in records)
+        self._unflushed[trial_id] = tr
 
     def experiment_log(self, t: float, level: int, message: str) -> None:
         self._logs.add([LogLine(t, int(level), "tunelib.experiment", str(message))])
 
     def experiment_finished(self, t: float, outcome: ExperimentOutcome, rows: list) -> None:
         self._finishing = True
+        for tr in list(self._deferred.values()):
+            self._promote(tr)
+        self._write_whole(everything=True)
         for tr in self._trials.values():
             self._flush(tr)
         self._logs.add([LogLine(t, 20, "tunelib.experiment",
@@ -170,7 +211,9 @@ class ExperimentRecord:
                                 f"({summary_text(rows or [])})"), *summary_lines(t, rows or [])])
         self._flush_experiment_logs()
         self._book.summary_rows(rows or [])
-        for trial_id in self._book.unwritten_trials():  # paused or cut short at the end
+        whole = {tr.trial_id for tr in self._trials.values() if tr.ended is not None}
+        # paused or cut short at the end (a trial written whole takes its own with it)
+        for trial_id in self._book.unwritten_trials(skip=whole):
             self._schedule_trial_artifacts(self._trials[trial_id])
         self._ops.schedule(EXPERIMENT, "final artifacts and final experiment state",
                            self._finish_experiment(outcome, jsonable(rows or []), t),
@@ -183,13 +226,26 @@ class ExperimentRecord:
         if self.gone:
             return
         now = time.time()
-        for tr in self._trials.values():
+        for trial_id in list(self._wanted):
+            self._wanted.discard(trial_id)
+            tr = self._deferred.get(trial_id)
+            if tr is not None:
+                self._promote(tr)
+        defer = max(window, DEFER_S)
+        for tr in list(self._deferred.values()):
+            if closing or now - tr.deferred[0] >= defer:
+                self._promote(tr)
+        if self._whole and (closing or not self._ops.in_flight(BULK)):
+            self._write_whole(everything=closing)
+        for tr in list(self._unflushed.values()):
             oldest = min((x for x in (tr.oldest_result_at(),
                                       tr.logs.oldest_at() if tr.started or tr.attached else None)
                           if x is not None), default=None)
             if oldest is not None and not self._ops.in_flight(tr.trial_id) and (
                     closing or now - oldest >= window):
                 self._flush(tr)
+            if not tr.buffer and not len(tr.logs):
+                del self._unflushed[tr.trial_id]
         oldest = self._logs.oldest_at()
         if oldest is not None and not self._ops.in_flight(EXPERIMENT_LOGS) and (
                 closing or now - oldest >= window):
@@ -210,7 +266,30 @@ class ExperimentRecord:
             self._ops.schedule(ARTIFACTS, f"{kind.value} artifact", self._rewrite(kind),
                                after=[self._created])
 
+    def _promote(self, tr: TrialRun) -> None:
+        """Write a deferred trial's start now: it goes on through the REST writes."""
+        if tr.deferred is None:
+            return
+        t, change = tr.deferred
+        tr.deferred = None
+        self._deferred.pop(tr.trial_id, None)
+        self._change(tr, t, change)
+
+    def _write_whole(self, everything: bool) -> None:
+        """Schedule the trials that ended while deferred, a batch per write (one batch, or
+        all of them with ``everything``)."""
+        while self._whole:
+            batch, self._whole = self._whole[:BULK_BATCH], self._whole[BULK_BATCH:]
+            task = self._ops.schedule(BULK, f"{len(batch)} whole trial runs",
+                                      self._create_whole(batch), after=[self._created])
+            for tr in batch:
+                tr.written = task
+            if not everything:
+                return
+
     def _flush(self, tr: TrialRun) -> None:
+        if tr.deferred is not None or tr.ended is not None:
+            return  # its results and lines wait for its start, or go with it whole
         batch = tr.take_batch()
         if batch is not None:
             self._schedule(tr, batch.describe, self._create_iterations(tr, batch, tr.flow_run_id))
@@ -227,9 +306,10 @@ class ExperimentRecord:
 
     # ------------------------------------------------------------------ bookkeeping
     def idle(self) -> bool:
-        return self._ops.idle() and not self._logs and not any(
+        return (self._ops.idle() and not self._logs and not self._whole
+                and not self._deferred) and not any(
             tr.buffer or (len(tr.logs) and (tr.started or tr.attached))
-            for tr in self._trials.values())
+            for tr in self._unflushed.values())
 
     @property
     def finishing(self) -> bool:
@@ -270,6 +350,8 @@ class ExperimentRecord:
                 counts.update(_categories(desc))
         if len(self._logs):
             counts["log lines"] += len(self._logs)
+        if self._deferred or self._whole:
+            counts["trial runs"] += len(self._deferred) + len(self._whole)
         detail = []
         for tr in self._trials.values():
             pending = self._ops.pending(tr.trial_id)
@@ -312,7 +394,7 @@ class ExperimentRecord:
         self._schedule(tr, change.describe, coro)
 
     def _schedule(self, tr: TrialRun, desc: str, coro) -> None:
-        self._ops.schedule(tr.trial_id, desc, coro, after=[self._created])
+        self._ops.schedule(tr.trial_id, desc, coro, after=[self._created, tr.written])
 
     def _on_error(self, lane: Hashable, desc: str, exc: Exception) -> None:
         self._stats["writes_failed"] += 1
@@ -371,6 +453,95 @@ class ExperimentRecord:
             change.state.with_note(self._lag_note(t)),
             idempotency_key=f"tunelib-trial-{exp_id}-{tr.trial_id}-{uuid.uuid4().hex[:8]}",
             parent_task_run_id=tr.parent_task_run_id, retries=tr.retries)
+
+    async def _create_whole(self, trials: List[TrialRun]) -> None:
+        """Write ``trials`` (each ended while deferred) whole, in one request; through the
+        REST writes instead when the server has no such route."""
+        exp_id = self.experiment_flow_run_id
+        if exp_id is None:
+            raise RuntimeError("the experiment's flow run was not created")
+        flow_id = str(await self._writes.flow_id(self._flow_names["trial"]))
+        records, seen = [], []
+        for tr in trials:
+            records.append(await self._whole_record(tr, exp_id, flow_id))
+            seen.append(self._book.trials[tr.trial_id].results.seen)
+        try:
+            await self._writes.create_trials(records)
+        except Exception as exc:
+            if getattr(getattr(exc, "response", None), "status_code", None) not in (404, 405):
+                raise
+            self._writes.bulk = False   # not tunelib's server after all: REST from now on
+            for tr, record in zip(trials, records):
+                self._replay(tr, record)
+            return
+        self._stats["whole_trials"] = self._stats.get("whole_trials", 0) + len(trials)
+        for tr, record, n in zip(trials, records, seen):
+            tr.flow_run_id = record["flow_run"]["id"]
+            tr.parent_task_run_id = (record["parent_task_run"] or {}).get("id")
+            tr.ended = None
+            self._book.trial_written(tr.trial_id, n)
+
+    async def _whole_record(self, tr: TrialRun, exp_id: str, flow_id: str) -> Dict[str, Any]:
+        """``_bulk_app``'s record of a trial that ended while deferred (its buffered results
+        and lines taken)."""
+        (t0, start), (t1, end) = tr.deferred_start, tr.ended
+        tags = list(dict.fromkeys([*([self._name] if self._name else []), tr.trial_id]))
+        run_id, parent_id = str(uuid.uuid4()), str(uuid.uuid4())
+        states = [_state(start.state, t0), _state(end.state, max(t1, t0))]
+        batch = tr.take_batch()
+        task_runs = []
+        if batch is not None:
+            task_runs.append({
+                "id": str(uuid.uuid4()), "task_key": self._iteration_task.task_key,
+                "dynamic_key": f"{batch.first}-{batch.last}-{batch.seq}",
+                "name": task_run_name(batch.first, batch.last), "tags": tags,
+                "start": _iso(batch.results[0][0]), "end": _iso(batch.results[-1][0]),
+                "message": iterations_message(batch.results)})
+            tr.recorded(batch)
+        logs = [line for lines in tr.logs.take() for line in log_bodies(lines, run_id)]
+        artifacts = []
+        if self._book.claim_trial_write(tr.trial_id):
+            artifacts = [{"key": b.key, "type": b.kind.value, "description": b.description,
+                          "data": b.data}
+                         for b in await self._artifacts.trial_bodies(tr.trial_id)]
+        return {
+            "flow_run": {
+                "id": run_id, "flow_id": flow_id, "name": tr.name,
+                "parameters": {"config": tr.config}, "tags": tags, "retries": tr.retries,
+                "idempotency_key": f"tunelib-trial-{exp_id}-{tr.trial_id}-{run_id[:8]}",
+                "parent_task_run_id": parent_id, "states": states},
+            "parent_task_run": {
+                "id": parent_id, "flow_run_id": exp_id, "task_key": self._subflow_task.task_key,
+                "dynamic_key": tr.trial_id, "name": tr.name, "tags": tags},
+            "task_runs": task_runs, "logs": logs, "artifacts": artifacts}
+
+    def _replay(self, tr: TrialRun, record: Dict[str, Any]) -> None:
+        """Write a whole trial through the REST writes (the server has no bulk route)."""
+        (t0, start), (t1, end) = tr.deferred_start, tr.ended
+        tr.ended, tr.written = None, None
+        self._change(tr, t0, start)
+        for task_run in record["task_runs"]:
+            self._schedule(tr, f"iteration task run {task_run['name']}",
+                           self._replay_task_run(tr, task_run))
+        if record["logs"]:
+            self._schedule(tr, f"{len(record['logs'])} log lines",
+                           self._replay_logs(tr, record["logs"]))
+        self._change(tr, t1, end)
+        if record["artifacts"]:
+            self._schedule_trial_artifacts(tr)
+
+    async def _replay_task_run(self, tr: TrialRun, task_run: Dict[str, Any]) -> None:
+        from datetime import datetime
+
+        await self._writes.emit_task_run(
+            self._iteration_task, tr.flow_run_id, task_run["id"], name=task_run["name"],
+            dynamic_key=task_run["dynamic_key"], tags=task_run["tags"],
+            start_t=datetime.fromisoformat(task_run["start"]).timestamp(),
+            end_t=datetime.fromisoformat(task_run["end"]).timestamp(),
+            message=task_run["message"])
+
+    async def _replay_logs(self, tr: TrialRun, bodies: List[Dict[str, Any]]) -> None:
+        await self._writes.create_logs([dict(b, flow_run_id=tr.flow_run_id) for b in bodies])
 
     async def _create_iterations(self, tr: TrialRun, batch: Batch,
                                  flow_run_id: Optional[str]) -> None:
@@ -433,8 +604,23 @@ class ExperimentRecord:
                                                          force=True), self._lag_note(t))
 
 
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+
+def _state(spec: StateSpec, t: float) -> Dict[str, Any]:
+    """A state of ``_bulk_app``'s records: ``spec`` at ``t`` (epoch seconds)."""
+    from tunelib.prefect._payloads import prefect_state
+
+    state = prefect_state(spec)
+    return {"type": state.type.value, "name": state.name, "timestamp": _iso(t),
+            "message": state.message}
+
+
 def _categories(desc: str) -> Counter:
     """What an operation (its description) records, counted by category."""
+    if desc.endswith("whole trial runs"):
+        return Counter({"trial runs": int(desc.split()[0])})
     if desc.endswith("log lines"):
         return Counter({"log lines": int(desc.split()[0])})
     if desc.endswith("flow run"):

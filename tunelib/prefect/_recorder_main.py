@@ -5,7 +5,7 @@
 Reads the ``PrefectRecorder`` keyword arguments, then batches of the driver's events
 ``(kind, time, args)``, and puts each on the recorder's queue as it is (the records keep
 the driver's times), besides the control messages (``recorder_process.WATCH_CANCEL``,
-``CLOSE``, ``DETACH``). Sends back what the driver asks the recorder for: the API and each
+``WANT_RUN``, ``CLOSE``, ``DETACH``). Sends back what the driver asks the recorder for: the API and each
 run as soon as the recorder knows them, cancel notices, progress, and at the end
 ``("closed", missing, stats)``.
 
@@ -26,7 +26,13 @@ from multiprocessing.connection import Connection
 from typing import Any, Dict, Optional
 
 from tunelib._lifecycle import ExperimentOutcome
-from tunelib.prefect.recorder_process import CLOSE, DETACH, WATCH_CANCEL, background_log
+from tunelib.prefect.recorder_process import (
+    CLOSE,
+    DETACH,
+    WANT_RUN,
+    WATCH_CANCEL,
+    background_log,
+)
 
 POLL_S = 0.05          # how often new runs are looked for (the executors wait on them)
 PROGRESS_S = 0.5       # how often what is left is reported
@@ -121,6 +127,8 @@ class RecorderHost:
                 elif kind == CLOSE:
                     self.close_timeout = item[2][0]
                     self.closing.set()
+                elif kind == WANT_RUN:
+                    self.recorder.want_run(item[2][0])
                 elif kind == DETACH:
                     self.driver.listening = False
                     _let_go_of_outputs()
@@ -157,7 +165,7 @@ class RecorderHost:
         resume after a pause go on in the same flow run)."""
         rec = self.recorder
         for trial_id in list(self.unanswered):
-            context = rec.run_context(trial_id)
+            context = rec.run_context(trial_id, want=False)
             if context is not None:
                 del self.unanswered[trial_id]
                 self.driver.send(("run", trial_id, context.api_url, context.flow_run_id))

@@ -87,6 +87,12 @@ class TrialRun:
         self.batches = 0
         self.iterations_recorded = 0
         self.logs = LogBuffer()       # its output lines not sent yet
+        # written whole (``_record``'s bulk path): the start not written yet (its time and
+        # state change), then its end; ``written`` the write later writes wait for
+        self.deferred: Optional[Tuple[float, StateChange]] = None
+        self.deferred_start: Optional[Tuple[float, StateChange]] = None
+        self.ended: Optional[Tuple[float, StateChange]] = None
+        self.written: Any = None
 
     # ------------------------------------------------------------------ transitions
     def attach(self, flow_run_id: str) -> None:

@@ -15,6 +15,9 @@ Requests per record (measured by bench/prefect_writes.py):
 * any other task run (the subflow stand-ins, whose id must exist before the child flow
   run): ``create_task_run``; a state: ``set_flow_run_state``;
 * a batch of log lines (at most 1,000, one flow run): ``create_logs``;
+* trials complete when first written (started and ended between two flushes), on
+  tunelib's embedded server only: ``POST /tunelib/trials``, many per request
+  (:mod:`~tunelib.prefect._bulk_app`; ``bulk`` says whether the server has the route);
 * an artifact: ``request("POST", "/artifacts/")`` with an ``ArtifactCreate`` body; its
   next content ``request("PATCH", "/artifacts/{id}")`` with an ``ArtifactUpdate`` body
   (``create_artifact`` / ``update_artifact`` also emit an event each, through a websocket
@@ -30,6 +33,7 @@ tells a server that is gone from a write the server refused.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Optional
@@ -83,6 +87,7 @@ class PrefectWrites:
         self._active = 0
         self._busy_since: Optional[float] = None
         self.last_ack = time.monotonic()
+        self.bulk = False   # the server takes whole trials (probe_bulk)
 
     async def _timed(self, kind: str, call: Callable[[], Awaitable[Any]]) -> Any:
         async with self._sem:
@@ -124,6 +129,28 @@ class PrefectWrites:
         response = await self._timed("flow_run", lambda: self.client.request(
             "POST", "/flow_runs/", json=body))
         return response.json()["id"]
+
+    async def probe_bulk(self) -> bool:
+        """Whether the server takes whole trials in one request (tunelib's embedded server
+        does; any other answers 404); sets and returns ``bulk``. ``TUNELIB_PREFECT_BULK=0``
+        keeps every write on Prefect's REST API."""
+        from tunelib.prefect._bulk_app import HEALTH_ROUTE, VERSION
+
+        if os.environ.get("TUNELIB_PREFECT_BULK", "1") == "0":
+            return False
+        try:
+            response = await self.client.request("GET", HEALTH_ROUTE)
+            self.bulk = response.status_code == 200 and response.json().get("version") == VERSION
+        except Exception:
+            self.bulk = False
+        return self.bulk
+
+    async def create_trials(self, records: List[Dict[str, Any]]) -> None:
+        """Whole trials (``_bulk_app``'s records), one request."""
+        from tunelib.prefect._bulk_app import ROUTE
+
+        await self._timed("bulk_trials", lambda: self.client.request(
+            "POST", ROUTE, json={"trials": records}))
 
     async def create_task_run(self, task: Any, flow_run_id: str, dynamic_key: str, name: str,
                               tags: List[str], state: StateSpec,

@@ -183,6 +183,7 @@ class PrefectRecorder(QueueRecorder):
         self._dropped_trials: Dict[str, None] = {}   # (some) trials they named
         self._unrecorded_events = 0   # iteration task runs sent as events, not stored
         self._cancel = CancelWatch()
+        self._wanted: set = set()   # trials whose run was asked for (ExperimentRecord's)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread = threading.Thread(target=self._thread_main, name=_THREAD_NAME,
                                         daemon=True)
@@ -205,11 +206,21 @@ class PrefectRecorder(QueueRecorder):
     def trial_flow_run_id(self, trial_id: str) -> Optional[str]:
         return self._record.trial_flow_run_id(trial_id) if self._record else None
 
-    def run_context(self, trial_id: Optional[str] = None) -> Optional[RunContext]:
+    def run_context(self, trial_id: Optional[str] = None,
+                    want: bool = True) -> Optional[RunContext]:
+        """The run of the trial (None: of the experiment) once it exists. ``want``: a trial
+        run not created yet is needed now (a trainable using Prefect waits for it), so a
+        trial whose start waits to be written whole is written at once (``want_run``)."""
         api_url = self.api_url
         run = (self.experiment_flow_run_id if trial_id is None
                else self.trial_flow_run_id(trial_id))
+        if run is None and trial_id is not None and want:
+            self.want_run(trial_id)
         return RunContext(api_url, run) if api_url and run else None
+
+    def want_run(self, trial_id: str) -> None:
+        """The trial's run is needed now: write its start without waiting (any thread)."""
+        self._wanted.add(trial_id)
 
     def watch_cancel(self, callback: CancelCallback) -> None:
         """Call ``callback(None)`` once when the experiment's run is set Cancelling (or
@@ -384,8 +395,9 @@ class PrefectRecorder(QueueRecorder):
         async with PrefectClient(api=self._server.api_url, httpx_settings=hooks) as client:
             self._writes = PrefectWrites(client, self.stats, self.max_in_flight,
                                          api_url=self._server.api_url)
+            await self._writes.probe_bulk()
             self._record = ExperimentRecord(self._writes, self.stats, self._errors,
-                                            caller=self._caller)
+                                            caller=self._caller, wanted=self._wanted)
             try:
                 await self._dispatch(self._record, client)
             finally:

@@ -71,6 +71,7 @@ PUMP_JOIN_S = 30.0     # pickling what is still queued when close() is called
 WATCH_CANCEL = "_watch_cancel"
 CLOSE = "_close"
 DETACH = "_detach"
+WANT_RUN = "_want_run"   # a trial's run is needed now (PrefectRecorder.want_run)
 
 
 def background_log(pid: int) -> str:
@@ -144,6 +145,7 @@ class RecorderProcess(QueueRecorder):
         self.api_url: Optional[str] = None
         self.embedded = False
         self._runs: Dict[Optional[str], RunContext] = {}
+        self._wanted: set = set()   # trials whose run was asked for (WANT_RUN sent)
         self._cancel: Optional[CancelCallback] = None
         self._name: Optional[str] = None
         self._pending: Optional[int] = None   # not acknowledged yet, as last reported
@@ -179,7 +181,11 @@ class RecorderProcess(QueueRecorder):
         return context.flow_run_id if context else None
 
     def run_context(self, trial_id: Optional[str] = None) -> Optional[RunContext]:
-        return self._runs.get(trial_id)
+        context = self._runs.get(trial_id)
+        if context is None and trial_id is not None and trial_id not in self._wanted:
+            self._wanted.add(trial_id)   # asked once: the process writes its start now
+            self._put((WANT_RUN, time.time(), (trial_id,)))
+        return context
 
     def experiment_started(self, name, parameters, tags):
         self._name = name

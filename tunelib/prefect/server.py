@@ -270,7 +270,7 @@ def _lock(path: str, exclusive: bool, timeout: float, waiting_for: str) -> int:
 
 class _EmbeddedServer:
     """Prefect's embedded server (what ``SubprocessASGIServer`` runs: uvicorn on
-    ``create_app``, UI off) for the processes sharing ``home``, launched WITHOUT importing
+    ``create_app``, UI off; plus the route that records whole trials, ``_bulk_app``) for the processes sharing ``home``, launched WITHOUT importing
     prefect in this process. ``defaults`` apply where the environment does not set the
     variable. Its output goes to ``<home>/tunelib-server.log``: it may outlive this
     process's terminal and pipes."""
@@ -300,7 +300,7 @@ class _EmbeddedServer:
             self.process = subprocess.Popen(
                 # uvicorn under a wrapper that exits when no process uses it any more
                 [sys.executable, "-m", "tunelib.prefect._server_main", "--app-dir", app_dir,
-                 "--factory", "prefect.server.api.server:create_app",
+                 "--factory", "tunelib.prefect._bulk_app:create_app",
                  "--host", "127.0.0.1", "--port", str(self.port),
                  "--log-level", "error", "--lifespan", "on"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
