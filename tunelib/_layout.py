@@ -369,10 +369,25 @@ class MetricAnalysis:
                     "node_ip", "config")
 
     def __init__(self, stats: Optional[Dict[str, Dict[str, Any]]] = None,
-                 windows: Optional[Dict[str, Dict[str, List[Any]]]] = None):
+                 windows: Optional[Dict[str, Dict[str, List[Any]]]] = None,
+                 ray_windows: Optional[Dict[str, Dict[str, Any]]] = None):
         self.stats: Dict[str, Dict[str, Any]] = stats or {}
-        # metric -> {"5": last 5 values, "10": last 10 values}
-        self.windows: Dict[str, Dict[str, List[Any]]] = windows or {}
+        # metric -> {"5": last 5 values, "10": last 10 values}; from a saved state they
+        # stay Ray's pickled deques until used (reading 10,000 trials back decoded them all)
+        self._windows: Optional[Dict[str, Dict[str, List[Any]]]] = (
+            windows if windows is not None or ray_windows is not None else {})
+        self._ray_windows = ray_windows if windows is None else None
+
+    @property
+    def windows(self) -> Dict[str, Dict[str, List[Any]]]:
+        if self._windows is None:
+            self._windows = self._decode(self._ray_windows or {})
+            self._ray_windows = None
+        return self._windows
+
+    @windows.setter
+    def windows(self, value: Dict[str, Dict[str, List[Any]]]) -> None:
+        self._windows, self._ray_windows = value, None
 
     def update(self, result: Dict[str, Any]) -> None:
         """Take one reported result into the statistics."""
@@ -404,6 +419,9 @@ class MetricAnalysis:
         import collections
         import pickle
 
+        if self._windows is None:   # as read, never used
+            return self._ray_windows or {}
+
         return {metric: {n: {"_type": "CLOUDPICKLE_FALLBACK",
                              "value": pickle.dumps(collections.deque(values, maxlen=int(n)),
                                                    protocol=5).hex()}
@@ -412,18 +430,25 @@ class MetricAnalysis:
 
     @classmethod
     def from_runtime(cls, runtime: Dict[str, Any]) -> "MetricAnalysis":
-        """The statistics a runtime state holds (Ray's or tunelib's)."""
+        """The statistics a runtime state holds (Ray's or tunelib's); the windows are
+        decoded when first used."""
+        stats = runtime.get("metric_analysis")
+        raw = runtime.get("metric_n_steps")
+        return cls(stats if isinstance(stats, dict) else {},
+                   ray_windows=raw if isinstance(raw, dict) else {})
+
+    @classmethod
+    def _decode(cls, ray_windows: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, List[Any]]]:
         from tunelib import _ray_compat
 
-        stats = runtime.get("metric_analysis")
         windows = {}
-        for metric, by_n in (runtime.get("metric_n_steps") or {}).items():
+        for metric, by_n in ray_windows.items():
             try:
                 windows[metric] = {n: list(_ray_compat.loads(bytes.fromhex(blob["value"])))
                                    for n, blob in by_n.items()}
             except Exception:  # noqa: BLE001 - a damaged window starts again
                 windows[metric] = {str(n): [] for n in cls.N_STEPS}
-        return cls(stats if isinstance(stats, dict) else {}, windows)
+        return windows
 
 
 # trial -> (its config, that config pickled): the state is saved every few seconds, and a

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -91,7 +91,7 @@ class ExperimentAnalysis:
                 trial.set_storage(StorageContext(self._fs, self._experiment_fs_path))
         if trials:
             self._read_trial_dirs(self.trials)
-        self._trial_dataframes = {t.trial_id: self._data[t.trial_id].dataframe for t in self.trials}
+        self._trial_dataframes = _TrialFrames(self._data, [t.trial_id for t in self.trials])
         self._configs = self.get_all_configs()
 
     # ------------------------------------------------------------ loading
@@ -279,8 +279,9 @@ class ExperimentAnalysis:
         )
 
     @property
-    def trial_dataframes(self) -> Dict[str, pd.DataFrame]:
-        """``{trial_id: frame of every report}`` (flattened ``a/b`` columns)."""
+    def trial_dataframes(self) -> Mapping[str, pd.DataFrame]:
+        """``{trial_id: frame of every report}`` (flattened ``a/b`` columns); each frame is
+        made when first read."""
         return self._trial_dataframes
 
     def dataframe(self, metric: Optional[str] = None, mode: Optional[str] = None) -> pd.DataFrame:
@@ -297,7 +298,16 @@ class ExperimentAnalysis:
             )
         rows = []
         configs = self.get_all_configs(prefix=True)
-        for trial_id, df in self._trial_dataframes.items():
+        for trial_id in self._trial_dataframes:
+            data = self._data[trial_id]
+            if not mode and callable(data.frame) and data.last_result:
+                # its last result, without making its frame (the frame's last row)
+                row = _layout.flatten_dict(data.last_result)
+                row.update(configs.get(trial_id, {}))
+                row["logdir"] = trial_id
+                rows.append(row)
+                continue
+            df = data.dataframe
             if df.empty:
                 continue
             idx = -1
@@ -440,3 +450,23 @@ def load_experiment(
         default_metric=default_metric,
         default_mode=default_mode,
     )
+
+
+class _TrialFrames(Mapping):
+    """``ExperimentAnalysis.trial_dataframes``: trial id -> its frame, made when first read
+    (``_reader.TrialData.dataframe``)."""
+
+    def __init__(self, data: Dict[str, "_reader.TrialData"], trial_ids: List[str]):
+        self._data = data
+        self._ids = trial_ids
+
+    def __getitem__(self, trial_id: str) -> pd.DataFrame:
+        if trial_id not in self._data:
+            raise KeyError(trial_id)
+        return self._data[trial_id].dataframe
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)

@@ -29,12 +29,20 @@ class ResultGrid:
     Args:
         experiment_analysis: the :class:`ExperimentAnalysis` of the experiment.
 
-    Supports ``len(grid)``, ``grid[i]`` and iteration.
+    Supports ``len(grid)``, ``grid[i]`` and iteration. Each Result is made when first
+    asked for (an experiment of 10,000 trials is read back without making 10,000 frames).
     """
 
     def __init__(self, experiment_analysis: ExperimentAnalysis):
         self._experiment_analysis = experiment_analysis
-        self._results = [self._trial_to_result(t) for t in experiment_analysis.trials]
+        self._results: List[Optional[Result]] = [None] * len(experiment_analysis.trials)
+
+    def _result(self, i: int) -> Result:
+        result = self._results[i]
+        if result is None:
+            result = self._results[i] = self._trial_to_result(
+                self._experiment_analysis.trials[i])
+        return result
 
     @property
     def experiment_path(self) -> str:
@@ -67,7 +75,7 @@ class ResultGrid:
         """
         ea = self._experiment_analysis
         if len(ea.trials) == 1:
-            return self._results[0]
+            return self._result(0)
         if not metric and not ea.default_metric:
             raise ValueError(
                 "No metric is provided. Either pass in a `metric` arg to `get_best_result` "
@@ -93,7 +101,7 @@ class ResultGrid:
                 else "."
             )
             raise RuntimeError(msg)
-        return self._results[ea.trials.index(best_trial)]
+        return self._result(ea.trials.index(best_trial))
 
     def get_dataframe(
         self,
@@ -113,15 +121,18 @@ class ResultGrid:
 
     def __getitem__(self, i: int) -> Result:
         """The i'th Result."""
-        return self._results[i]
+        if isinstance(i, slice):
+            return [self._result(j) for j in range(*i.indices(len(self._results)))]
+        return self._result(range(len(self._results))[i])
 
     def __iter__(self):
-        return iter(self._results)
+        return (self._result(i) for i in range(len(self._results)))
 
     @property
     def errors(self) -> List[Exception]:
         """The exceptions of the trials that ended in error."""
-        return [result.error for result in self if result.error]
+        return [result.error for i, t in enumerate(self._experiment_analysis.trials)
+                if t.status == ERROR and (result := self._result(i)).error]
 
     @property
     def num_errors(self) -> int:
