@@ -40,6 +40,11 @@ def _result_delimiter() -> str:
     return os.environ.get("TUNE_RESULT_DELIM", "/")
 
 
+# the keys of a trial's runtime state read after loading (_apply_recorded_checkpoints,
+# _error_for)
+_RUNTIME_READ = ("best_checkpoints", "pickled_error_filename", "error_filename")
+
+
 class ExperimentAnalysis:
     """Analyse the results of an experiment directory written by tunelib or Ray Tune.
 
@@ -144,7 +149,10 @@ class ExperimentAnalysis:
                 ) from e
             pairs = _layout.trials_from_state(state)
             trials = [t for t, _ in pairs]
-            self._runtime = {t.trial_id: rt for t, rt in pairs}
+            # what is read later of each runtime state (the rest, ~20 KB a trial as parsed
+            # JSON, was kept for nothing)
+            self._runtime = {t.trial_id: {k: rt[k] for k in _RUNTIME_READ if k in rt}
+                             for t, rt in pairs}
             self._read_trial_dirs(trials)
             return trials
         # No state file (the driver died before writing one): the trial dirs tell all.
