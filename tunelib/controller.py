@@ -262,6 +262,7 @@ class Controller:
             try:
                 self.save_state(final=True)
             finally:
+                self._finished_states.clear()   # ~9 KB a trial, not needed once saved
                 self._after_experiment()
         if self._fatal is not None:
             raise self._fatal
