@@ -209,6 +209,7 @@ class _SplitFrames(Sequence):
         self._bounds = np.cumsum([0] + counts)
         self._lasts = lasts
         self._frames: Dict[int, pd.DataFrame] = {}
+        self._columns: Optional[Dict[str, np.ndarray]] = None   # for last_row
         self._all_na = self._any_na = None
         if self._nullable:
             owner = np.repeat(np.arange(len(counts)), counts)
@@ -229,19 +230,47 @@ class _SplitFrames(Sequence):
 
     def _cut(self, i: int) -> pd.DataFrame:
         start, end = self._bounds[i], self._bounds[i + 1]
-        part = self._df.iloc[start:end]
+        # a frame of its own (not a slice the user's edits would warn about), sharing data
+        part = self._df.iloc[start:end].copy(deep=False)
         part.index = pd.RangeIndex(end - start)   # (reset_index costs twice as much)
         if not self._nullable:
             return part
-        drop = []
+        drop, cast = self._fixes(i)
+        for name, dtype in cast.items():
+            part[name] = part[name].astype(dtype)
+        return part.drop(columns=drop) if drop else part
+
+    def _fixes(self, i: int) -> Tuple[List[str], Dict[str, Any]]:
+        """Trial ``i``'s columns to drop (null throughout and not in its last result) and
+        to give their integer/bool dtype back (no null in its rows)."""
+        drop, cast = [], {}
         for j, (name, typ) in enumerate(self._nullable.items()):
             if self._all_na[i, j]:
                 if unflattened_lookup(name, self._lasts[i], default=_MISSING) is _MISSING:
                     drop.append(name)
             elif not self._any_na[i, j] and (pa.types.is_integer(typ)
                                              or pa.types.is_boolean(typ)):
-                part[name] = part[name].astype(typ.to_pandas_dtype())
-        return part.drop(columns=drop) if drop else part
+                cast[name] = typ.to_pandas_dtype()
+        return drop, cast
+
+    def last_row(self, i: int) -> Dict[str, Any]:
+        """``frame.iloc[-1].to_dict()`` of trial ``i``'s frame, without making the frame."""
+        frame = self._frames.get(i)
+        if frame is not None:
+            return frame.iloc[-1].to_dict()
+        if self._columns is None:
+            self._columns = {c: self._df[c].to_numpy() for c in self._df.columns}
+        drop, cast = self._fixes(i) if self._nullable else ((), {})
+        k = self._bounds[i + 1] - 1
+        row = {}
+        for name, values in self._columns.items():
+            if name in drop:
+                continue
+            value = values[k]
+            if name in cast:
+                value = np.asarray(value).astype(cast[name])[()]
+            row[name] = value.item() if isinstance(value, np.generic) else value
+        return row
 
 
 def _clean_row(row: Dict[str, Any]) -> Dict[str, Any]:
@@ -303,12 +332,23 @@ class TrialData:
     has_error_file: bool = False
     latest: Optional[Checkpoint] = None  # set when ``checkpoints`` is not in dir order
 
+    # the frame's last row without making the frame (set with a frame made lazily)
+    last_row_source: Optional[Callable[[], Dict[str, Any]]] = None
+
     @property
     def dataframe(self) -> pd.DataFrame:
         """Every reported result, one row each (flattened ``a/b`` columns)."""
         if callable(self.frame):
             self.frame = self.frame()
         return self.frame
+
+    def last_row(self) -> Optional[Dict[str, Any]]:
+        """``dataframe.iloc[-1].to_dict()`` (None without results), cheaply when the frame
+        is not made yet."""
+        if callable(self.frame) and self.last_row_source is not None:
+            return self.last_row_source()
+        df = self.dataframe
+        return None if df.empty else df.iloc[-1].to_dict()
 
     @property
     def latest_checkpoint(self) -> Optional[Checkpoint]:
@@ -445,13 +485,18 @@ def read_trial_dirs(fs: pafs.FileSystem, paths: Sequence[str], read_params: bool
     by_id = {id(r): i for i, r in enumerate(with_json)}
     out = []
     for raw in raws:
+        last_row = None
         if id(raw) in by_id:
             df = functools.partial(frames.__getitem__, by_id[id(raw)])
+            if isinstance(frames, _SplitFrames):
+                last_row = functools.partial(frames.last_row, by_id[id(raw)])
         elif raw.csv_text is not None:
             df, raw.last = _csv_frame(raw.csv_text)
         else:
             df = pd.DataFrame()
-        out.append(_finish(fs, raw, df))
+        data = _finish(fs, raw, df)
+        data.last_row_source = last_row
+        out.append(data)
     return out
 
 

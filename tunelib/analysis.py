@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import MutableMapping
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
@@ -307,15 +308,16 @@ class ExperimentAnalysis:
         rows = []
         configs = self.get_all_configs(prefix=True)
         for trial_id in self._trial_dataframes:
-            data = self._data[trial_id]
-            if not mode and callable(data.frame) and data.last_result:
-                # its last result, without making its frame (the frame's last row)
-                row = _layout.flatten_dict(data.last_result)
+            data = self._data.get(trial_id)
+            if not mode and data is not None:
+                row = data.last_row()   # its frame's last row, without making the frame
+                if row is None:
+                    continue
                 row.update(configs.get(trial_id, {}))
                 row["logdir"] = trial_id
                 rows.append(row)
                 continue
-            df = data.dataframe
+            df = self._trial_dataframes[trial_id]
             if df.empty:
                 continue
             idx = -1
@@ -460,21 +462,40 @@ def load_experiment(
     )
 
 
-class _TrialFrames(Mapping):
+class _TrialFrames(MutableMapping):
     """``ExperimentAnalysis.trial_dataframes``: trial id -> its frame, made when first read
-    (``_reader.TrialData.dataframe``)."""
+    (``_reader.TrialData.dataframe``); a dict's methods (items, copy, pop, update, ...)."""
 
     def __init__(self, data: Dict[str, "_reader.TrialData"], trial_ids: List[str]):
         self._data = data
-        self._ids = trial_ids
+        self._ids: Dict[str, None] = dict.fromkeys(trial_ids)
+        self._set: Dict[str, pd.DataFrame] = {}   # frames the user put in
 
     def __getitem__(self, trial_id: str) -> pd.DataFrame:
-        if trial_id not in self._data:
+        if trial_id in self._set:
+            return self._set[trial_id]
+        if trial_id not in self._ids or trial_id not in self._data:
             raise KeyError(trial_id)
         return self._data[trial_id].dataframe
 
+    def __setitem__(self, trial_id: str, frame: pd.DataFrame) -> None:
+        self._ids[trial_id] = None
+        self._set[trial_id] = frame
+
+    def __delitem__(self, trial_id: str) -> None:
+        if trial_id not in self._ids:
+            raise KeyError(trial_id)
+        del self._ids[trial_id]
+        self._set.pop(trial_id, None)
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._ids)
+        return iter(list(self._ids))
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def copy(self) -> Dict[str, pd.DataFrame]:
+        return dict(self.items())
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))

@@ -144,7 +144,8 @@ class ExperimentRecord:
         tr.name = trial_name
         self._flush(tr)
         change = tr.start(attempt, config, max_failures)
-        if change is not None and change.create and self._writes.bulk and not self.gone:
+        if (change is not None and change.create and self._writes.bulk and not self.gone
+                and trial_id not in self._wanted):
             tr.deferred = (t, change)
             self._deferred[trial_id] = tr
         else:
@@ -227,10 +228,11 @@ class ExperimentRecord:
             return
         now = time.time()
         for trial_id in list(self._wanted):
+            tr = self._trials.get(trial_id)
+            if tr is None or not tr.started:
+                continue   # asked for before its start reached the writer: kept for it
             self._wanted.discard(trial_id)
-            tr = self._deferred.get(trial_id)
-            if tr is not None:
-                self._promote(tr)
+            self._promote(tr)
         defer = max(window, DEFER_S)
         for tr in list(self._deferred.values()):
             if closing or now - tr.deferred[0] >= defer:
@@ -462,18 +464,22 @@ class ExperimentRecord:
             raise RuntimeError("the experiment's flow run was not created")
         flow_id = str(await self._writes.flow_id(self._flow_names["trial"]))
         records, seen = [], []
-        for tr in trials:
-            records.append(await self._whole_record(tr, exp_id, flow_id))
-            seen.append(self._book.trials[tr.trial_id].results.seen)
         try:
+            for tr in trials:
+                records.append(await self._whole_record(tr, exp_id, flow_id))
+                seen.append(self._book.trials[tr.trial_id].results.seen)
             await self._writes.create_trials(records)
         except Exception as exc:
-            if getattr(getattr(exc, "response", None), "status_code", None) not in (404, 405):
-                raise
-            self._writes.bulk = False   # not tunelib's server after all: REST from now on
-            for tr, record in zip(trials, records):
-                self._replay(tr, record)
-            return
+            if (len(records) == len(trials) and getattr(getattr(
+                    exc, "response", None), "status_code", None) in (404, 405)):
+                self._writes.bulk = False   # not tunelib's server after all: REST from now on
+                for tr, record in zip(trials, records):
+                    self._replay(tr, record)
+                return
+            for tr in trials:   # lost (reported by the caller): nothing of theirs waits
+                tr.ended, tr.buffer, tr.logs = None, [], LogBuffer()
+                self._book.trial_written(tr.trial_id, self._book.trials[tr.trial_id].results.seen)
+            raise
         self._stats["whole_trials"] = self._stats.get("whole_trials", 0) + len(trials)
         for tr, record, n in zip(trials, records, seen):
             tr.flow_run_id = record["flow_run"]["id"]
