@@ -187,3 +187,32 @@ def test_a_server_without_the_route_gets_every_trial_through_rest(prefect_server
     monkeypatch.setattr(_writes.PrefectWrites, "probe_bulk", says_yes)
     grid = _fit("whole-fallback", storage_dir, tmp_path)
     _check(prefect_server, "whole-fallback", grid)
+
+
+def test_a_failed_whole_trial_write_is_reported_and_nothing_waits_for_it(prefect_server,
+                                                                         monkeypatch):
+    from tunelib.prefect import _writes
+    from tunelib.prefect.recorder import PrefectRecorder
+
+    async def says_yes(self):
+        self.bulk = True
+        return True
+
+    async def fails(self, records):
+        raise RuntimeError("the server answered 500")
+
+    monkeypatch.setattr(_writes.PrefectWrites, "probe_bulk", says_yes)
+    monkeypatch.setattr(_writes.PrefectWrites, "create_trials", fails)
+    rec = PrefectRecorder(api_url=prefect_server, window=0.2)
+    rec.experiment_started("whole-fails", {}, [])
+    rec.trial_started("t1", "fn_t1", {"x": 1}, 0, 0)
+    rec.trial_result("t1", {"training_iteration": 1, "loss": 1.0})
+    rec.trial_finished("t1", "TERMINATED")
+    time.sleep(0.5)   # the batch is written (and fails); then a late line of the trial
+    rec.trial_logs("t1", [(time.time(), 20, "stdout", "a late line")])
+    rec.experiment_finished("COMPLETED", [])
+    t0 = time.monotonic()
+    missing = rec.close(60)
+    assert time.monotonic() - t0 < 30   # not the whole timeout
+    assert "1 whole trial runs not recorded: RuntimeError: the server answered 500" in \
+        "\n".join(missing), missing
