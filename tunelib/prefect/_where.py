@@ -95,12 +95,16 @@ def where_to_look(api_url: str, flow_run_id: str, embedded: bool, prefect_home: 
     """
     if not embedded:
         return f"Recorded in Prefect: {ui_url(api_url)}/runs/flow-run/{flow_run_id}"
-    command = "prefect server start"
-    if os.environ.get("PREFECT_HOME"):
-        command = f"PREFECT_HOME={shlex.quote(prefect_home)} {command}"
     return (f"Recorded in Prefect (flow run {flow_run_id}, database "
-            f"{database_description(prefect_home)}); to look: `{command}` then open "
-            f"{DEFAULT_UI}/runs/flow-run/{flow_run_id}")
+            f"{database_description(prefect_home)}); to look: `{_server_command(prefect_home)}`"
+            f" then open {DEFAULT_UI}/runs/flow-run/{flow_run_id}")
+
+
+def _server_command(prefect_home: str) -> str:
+    """``prefect server start``, on ``prefect_home``'s database when PREFECT_HOME is set."""
+    if os.environ.get("PREFECT_HOME"):
+        return f"PREFECT_HOME={shlex.quote(prefect_home)} prefect server start"
+    return "prefect server start"
 
 
 def where_to_look_later(name: str, api_url: Optional[str], prefect_home: str) -> str:
@@ -113,9 +117,6 @@ def where_to_look_later(name: str, api_url: Optional[str], prefect_home: str) ->
     """
     if api_url:
         return f"Recording in Prefect in the background as flow run {name!r}: {ui_url(api_url)}/runs"
-    command = "prefect server start"
-    if os.environ.get("PREFECT_HOME"):
-        command = f"PREFECT_HOME={shlex.quote(prefect_home)} {command}"
     return (f"Recording in Prefect in the background as flow run {name!r} (database "
-            f"{database_description(prefect_home)}); to look: `{command}` then open "
-            f"{DEFAULT_UI}/runs")
+            f"{database_description(prefect_home)}); to look: `{_server_command(prefect_home)}`"
+            f" then open {DEFAULT_UI}/runs")
