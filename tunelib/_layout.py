@@ -20,7 +20,7 @@ import math
 import re
 import time
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 # --------------------------------------------------------------------------- file names
 DEFAULT_STORAGE_PATH = "~/ray_results"   # as Ray's; TUNE_RESULT_DIR overrides it
@@ -403,13 +403,15 @@ class MetricAnalysis:
         stats = self.stats.get(metric)
         if stats is None:
             self.stats[metric] = {"max": value, "min": value, "avg": value, "last": value}
-            self.windows[metric] = {str(n): [] for n in self.N_STEPS}
             stats = self.stats[metric]
         else:
             stats.update(max=max(value, stats["max"]), min=min(value, stats["min"]),
                          avg=1 / step * (value + (step - 1) * stats["avg"]), last=value)
+        windows = self.windows.get(metric)
+        if windows is None:   # a new metric (or statistics read without their windows)
+            windows = self.windows[metric] = {str(n): [] for n in self.N_STEPS}
         for n in self.N_STEPS:
-            window = self.windows[metric][str(n)]
+            window = windows[str(n)]
             window.append(value)
             del window[:-n]
             stats[f"last-{n}-avg"] = sum(window) / len(window)
@@ -438,6 +440,13 @@ class MetricAnalysis:
                    ray_windows=raw if isinstance(raw, dict) else {})
 
     @classmethod
+    def read_later(cls, source: Callable[[], Optional[Dict[str, Dict[str, Any]]]]
+                   ) -> "MetricAnalysis":
+        """The statistics ``source()`` returns, asked for when first read (a read-back
+        snapshot, ``_readback``); their windows were not kept."""
+        return _StatsLater(source)
+
+    @classmethod
     def _decode(cls, ray_windows: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, List[Any]]]:
         from tunelib import _ray_compat
 
@@ -449,6 +458,25 @@ class MetricAnalysis:
             except Exception:  # noqa: BLE001 - a damaged window starts again
                 windows[metric] = {str(n): [] for n in cls.N_STEPS}
         return windows
+
+
+class _StatsLater(MetricAnalysis):
+    """A ``MetricAnalysis`` whose statistics are fetched when first read (10,000 trials
+    read back: half a million numbers made for nothing otherwise)."""
+
+    def __init__(self, source: Callable[[], Optional[Dict[str, Dict[str, Any]]]]):
+        super().__init__(windows={})
+        self._source: Optional[Callable[[], Any]] = source
+
+    @property
+    def stats(self) -> Dict[str, Dict[str, Any]]:
+        if self._source is not None:
+            self.__dict__["stats"], self._source = self._source() or {}, None
+        return self.__dict__["stats"]
+
+    @stats.setter
+    def stats(self, value: Dict[str, Dict[str, Any]]) -> None:
+        self.__dict__["stats"], self._source = value, None
 
 
 # trial -> (its config, that config pickled): the state is saved every few seconds, and a

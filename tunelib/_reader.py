@@ -27,7 +27,7 @@ import pickle
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -196,26 +196,46 @@ def frames_from_json_lines(datas: Sequence[bytes], lasts: Sequence[Dict[str, Any
         return one_by_one()
     if table.num_rows != sum(counts):
         return one_by_one()
-    return _SplitFrames(_flatten_table(table), counts, lasts)
+    return _SplitFrames(_flatten_table(table), counts, lasts, datas=datas)
 
 
 class _SplitFrames(Sequence):
     """The per-trial frames of one combined table, each cut out when first asked for."""
 
-    def __init__(self, table: pa.Table, counts: List[int], lasts: Sequence[Dict[str, Any]]):
+    def __init__(self, table: pa.Table, counts: List[int], lasts: Sequence[Dict[str, Any]],
+                 datas: Optional[Sequence[bytes]] = None,
+                 null_keys: Optional[Set[Tuple[int, str]]] = None):
+        self.table, self.counts, self.lasts = table, counts, lasts   # kept by _readback
         self._nullable = {n: c.type for n, c in zip(table.column_names, table.columns)
                           if c.null_count}
         self._df = _to_pandas(table)
         self._bounds = np.cumsum([0] + counts)
-        self._lasts = lasts
         self._frames: Dict[int, pd.DataFrame] = {}
         self._columns: Optional[Dict[str, np.ndarray]] = None   # for last_row
         self._all_na = self._any_na = None
+        # (trial, column) of the keys a trial reported, only ever as null, before its last
+        # result: its own frame has them (a column of nulls); kept by _readback
+        self.null_keys: Set[Tuple[int, str]] = null_keys or set()
         if self._nullable:
             owner = np.repeat(np.arange(len(counts)), counts)
             isna = self._df[list(self._nullable)].isna()
             self._all_na = isna.groupby(owner).all().to_numpy()
             self._any_na = isna.groupby(owner).any().to_numpy()
+            if datas is not None:
+                self.null_keys = self._find_null_keys(datas)
+
+    def _find_null_keys(self, datas: Sequence[bytes]) -> Set[Tuple[int, str]]:
+        found = set()
+        names = list(self._nullable)
+        for i, j in zip(*np.nonzero(self._all_na)):
+            name = names[j]
+            if unflattened_lookup(name, self.lasts[i], default=_MISSING) is not _MISSING:
+                continue
+            # the key's own name in the trial's lines (a nested key: its last part)
+            token = json.dumps(name.rsplit(DELIMITER, 1)[-1]).encode() + b":"
+            if token in datas[i] or token[:-1] + b" :" in datas[i]:
+                found.add((int(i), name))
+        return found
 
     def __len__(self) -> int:
         return len(self._bounds) - 1
@@ -246,7 +266,8 @@ class _SplitFrames(Sequence):
         drop, cast = [], {}
         for j, (name, typ) in enumerate(self._nullable.items()):
             if self._all_na[i, j]:
-                if unflattened_lookup(name, self._lasts[i], default=_MISSING) is _MISSING:
+                if unflattened_lookup(name, self.lasts[i], default=_MISSING) is _MISSING \
+                        and (i, name) not in self.null_keys:
                     drop.append(name)
             elif not self._any_na[i, j] and (pa.types.is_integer(typ)
                                              or pa.types.is_boolean(typ)):
@@ -255,22 +276,75 @@ class _SplitFrames(Sequence):
 
     def last_row(self, i: int) -> Dict[str, Any]:
         """``frame.iloc[-1].to_dict()`` of trial ``i``'s frame, without making the frame."""
-        frame = self._frames.get(i)
-        if frame is not None:
-            return frame.iloc[-1].to_dict()
+        return self.rows([i], [-1])[0]
+
+    def rows(self, trials: Sequence[int], positions: Sequence[int]) -> List[Dict[str, Any]]:
+        """``frame.iloc[k].to_dict()`` of each trial ``i``'s frame (``k`` from
+        ``positions``, negative from the end), from the combined table's columns for the
+        frames not made yet (one gather a column, not a frame a trial)."""
+        out: List[Optional[Dict[str, Any]]] = [None] * len(trials)
+        todo = []
+        for n, (i, k) in enumerate(zip(trials, positions)):
+            frame = self._frames.get(i)
+            if frame is not None:
+                out[n] = frame.iloc[k].to_dict()
+            else:
+                todo.append(n)
+        if not todo:
+            return out
         if self._columns is None:
             self._columns = {c: self._df[c].to_numpy() for c in self._df.columns}
-        drop, cast = self._fixes(i) if self._nullable else ((), {})
-        k = self._bounds[i + 1] - 1
-        row = {}
-        for name, values in self._columns.items():
-            if name in drop:
-                continue
-            value = values[k]
-            if name in cast:
-                value = np.asarray(value).astype(cast[name])[()]
-            row[name] = value.item() if isinstance(value, np.generic) else value
-        return row
+        idx = np.asarray([trials[n] for n in todo], dtype=np.int64)
+        pos = np.asarray([positions[n] for n in todo], dtype=np.int64)
+        at = np.where(pos < 0, self._bounds[idx + 1], self._bounds[idx]) + pos
+        names = list(self._columns)
+        # tolist(): Python scalars, as Series.to_dict gives them
+        columns = [values[at].tolist() for values in self._columns.values()]
+        for n, i, cells in zip(todo, idx.tolist(), zip(*columns)):
+            row = dict(zip(names, cells))
+            if self._nullable:
+                drop, cast = self._fixes(i)
+                for name in drop:
+                    del row[name]
+                for name, dtype in cast.items():
+                    row[name] = np.asarray(row[name]).astype(dtype).item()
+            out[n] = row
+        return out
+
+    def best_positions(self, metric: str, mode: str) -> Optional[List[Optional[int]]]:
+        """Per trial, the position in its frame of its best ``metric`` value (the first
+        one, as ``idxmin``/``idxmax``): -1 when its frame has no ``metric`` column, None
+        when that column holds no number. None for all when the column is not numeric
+        throughout (ask each frame)."""
+        if metric not in self._df.columns:
+            return [-1] * len(self)
+        try:
+            values = pd.to_numeric(self._df[metric], errors="raise").to_numpy(
+                dtype=float, na_value=math.nan)
+        except (TypeError, ValueError):
+            return None
+        starts = self._bounds[:-1]
+        owner = np.repeat(np.arange(len(self)), np.diff(self._bounds))
+        with np.errstate(invalid="ignore"):   # NaN-only trials: no best, said below
+            best = (np.fmax if mode == "max" else np.fmin).reduceat(values, starts)
+        hit = np.flatnonzero(values == best[owner])
+        first = np.full(len(self), -1, dtype=np.int64)
+        trials, where = np.unique(owner[hit], return_index=True)
+        first[trials] = hit[where] - starts[trials]
+        out: List[Optional[int]] = first.tolist()
+        for i in np.flatnonzero(first < 0).tolist():
+            # no number: a column the trial never reported is not in its frame (-1)
+            reported = unflattened_lookup(metric, self.lasts[i], default=_MISSING)
+            never = (self._all_na_for(i, metric) and reported is _MISSING
+                     and (i, metric) not in self.null_keys)
+            out[i] = -1 if never else None
+        return out
+
+    def _all_na_for(self, i: int, metric: str) -> bool:
+        """Whether trial ``i`` never reported ``metric`` at all (its column all null)."""
+        if metric not in self._nullable:
+            return False
+        return bool(self._all_na[i, list(self._nullable).index(metric)])
 
 
 def _clean_row(row: Dict[str, Any]) -> Dict[str, Any]:
@@ -334,6 +408,9 @@ class TrialData:
 
     # the frame's last row without making the frame (set with a frame made lazily)
     last_row_source: Optional[Callable[[], Dict[str, Any]]] = None
+    # the combined table the frame is cut from, and the trial's place in it
+    split: Optional["_SplitFrames"] = field(default=None, repr=False)
+    split_index: int = -1
 
     @property
     def dataframe(self) -> pd.DataFrame:
@@ -496,6 +573,8 @@ def read_trial_dirs(fs: pafs.FileSystem, paths: Sequence[str], read_params: bool
             df = pd.DataFrame()
         data = _finish(fs, raw, df)
         data.last_row_source = last_row
+        if last_row is not None:
+            data.split, data.split_index = frames, by_id[id(raw)]
         out.append(data)
     return out
 

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs
 
-from tunelib import _layout, _reader, storage
+from tunelib import _layout, _readback, _reader, storage
 from tunelib.checkpoint import Checkpoint
 from tunelib.error import TuneError
 from tunelib.trial import StorageContext, Trial
@@ -90,11 +91,15 @@ class ExperimentAnalysis:
 
         self._data: Dict[str, _reader.TrialData] = {}
         self._runtime: Dict[str, Dict[str, Any]] = {}
+        # the state file's fingerprint, when the trials were read from it (not a snapshot)
+        self._state_read: Optional[_readback.Fingerprint] = None
         self._stats_cache: Dict[Tuple[str, str], Optional[Dict[str, float]]] = {}
-        self.trials = trials or self._load_trials()
+        with _readback.gc_paused():
+            self.trials = trials or self._load_trials()
+        here = StorageContext(self._fs, self._experiment_fs_path)
         for trial in self.trials:  # as Ray does: the trials live where they were read
             if trial.experiment_storage is None:
-                trial.set_storage(StorageContext(self._fs, self._experiment_fs_path))
+                trial.set_storage(here)
         if trials:
             self._read_trial_dirs(self.trials)
         self._trial_dataframes = _TrialFrames(self._data, [t.trial_id for t in self.trials])
@@ -141,7 +146,11 @@ class ExperimentAnalysis:
 
     def _load_trials(self) -> List[Trial]:
         if self._experiment_json_fs_path is not None:
+            snapshot = _readback.load(self._fs, self._experiment_json_fs_path)
+            if snapshot is not None:
+                return self._trials_from_snapshot(snapshot)
             raw = storage.read_bytes(self._fs, self._experiment_json_fs_path)
+            self._state_read = _readback.fingerprint(raw)
             try:
                 state = json.loads(raw)
             except ValueError as e:
@@ -180,6 +189,74 @@ class ExperimentAnalysis:
             trials.append(trial)
         return trials
 
+    def _trials_from_snapshot(self, snapshot: "_readback.Snapshot") -> List[Trial]:
+        split = None
+        if snapshot.table is not None:
+            split = _reader._SplitFrames(snapshot.table, snapshot.counts, snapshot.lasts,
+                                         null_keys=snapshot.null_keys)
+        trials = []
+        fs = self._fs
+        for (trial, runtime), record in zip(snapshot.trials, snapshot.dirs):
+            trials.append(trial)
+            self._runtime[trial.trial_id] = runtime
+            if record is None:
+                continue
+            path = self._trial_path(trial)
+            data = _reader.TrialData(
+                path=path, frame=pd.DataFrame, last_result=record.last_result,
+                has_results=record.has_results, config=record.config,
+                checkpoints=[(Checkpoint(storage.join(path, n), filesystem=fs), m)
+                             for n, m in record.checkpoints],
+                has_error_file=record.has_error_file,
+                latest=(Checkpoint(storage.join(path, record.latest), filesystem=fs)
+                        if record.latest else None))
+            if record.split_index >= 0:
+                i = record.split_index
+                data.frame = functools.partial(split.__getitem__, i)
+                data.last_row_source = functools.partial(split.last_row, i)
+                data.split, data.split_index = split, i
+            self._data[trial.trial_id] = data
+            if data.latest_checkpoint is not None:
+                trial.checkpoint = data.latest_checkpoint
+        return trials
+
+    def _keep_readback(self) -> None:
+        """Leave what was read here for the next read of the experiment
+        (``_readback``): called by ``fit()`` once its experiment has ended."""
+        with _readback.gc_paused():
+            self._save_readback()
+
+    def _save_readback(self) -> None:
+        if self._state_read is None or any(
+                t.status in (Trial.RUNNING, Trial.PENDING) for t in self.trials):
+            return
+        split, dirs = None, []
+        for trial in self.trials:
+            data = self._data.get(trial.trial_id)
+            if data is None:
+                dirs.append(None)
+                continue
+            if data.split is None and data.has_results:   # progress.csv, mixed types
+                return
+            if data.split is not None:
+                if split is not None and data.split is not split:
+                    return
+                split = data.split
+            dirs.append(_readback.DirRecord(
+                last_result=data.last_result, has_results=data.has_results,
+                config=data.config,
+                checkpoints=[(os.path.basename(c.path), m) for c, m in data.checkpoints],
+                has_error_file=data.has_error_file,
+                latest=os.path.basename(data.latest.path) if data.latest else None,
+                split_index=data.split_index))
+        try:
+            _readback.save(self._fs, self._experiment_json_fs_path, self._state_read,
+                           self.trials, self._runtime, dirs,
+                           split.table if split else None, split.counts if split else [],
+                           split.lasts if split else [], split.null_keys if split else set())
+        except Exception as exc:  # noqa: BLE001 - only the next read's speed is at stake
+            logger.debug("Could not keep the read-back snapshot: %r", exc)
+
     # ------------------------------------------------------------ per-trial helpers
     def _trial_data(self, trial: Trial) -> _reader.TrialData:
         return self._data[trial.trial_id]
@@ -208,10 +285,9 @@ class ExperimentAnalysis:
     # ------------------------------------------------------------ public API
     def get_all_configs(self, prefix: bool = False) -> Dict[str, Dict]:
         """``{trial_id: config}``; with ``prefix``, flattened as ``{"config/lr": ...}``."""
-        return {
-            trial.trial_id: _layout.flatten_dict({CONFIG_PREFIX: trial.config}) if prefix else trial.config
-            for trial in self.trials
-        }
+        if not prefix:
+            return {trial.trial_id: trial.config for trial in self.trials}
+        return {trial.trial_id: _prefixed(trial.config) for trial in self.trials}
 
     @property
     def experiment_path(self) -> str:
@@ -305,17 +381,15 @@ class ExperimentAnalysis:
             raise ValueError(
                 "If a `mode` is passed to `ExperimentAnalysis.dataframe(), you'll also have to pass a `metric`!"
             )
-        rows = []
         configs = self.get_all_configs(prefix=True)
-        for trial_id in self._trial_dataframes:
+        rows: Dict[str, Optional[Dict[str, Any]]] = dict.fromkeys(self._trial_dataframes)
+        self._rows_from_tables(rows, metric, mode)
+        for trial_id, row in rows.items():
+            if row is not None:
+                continue
             data = self._data.get(trial_id)
-            if not mode and data is not None:
-                row = data.last_row()   # its frame's last row, without making the frame
-                if row is None:
-                    continue
-                row.update(configs.get(trial_id, {}))
-                row["logdir"] = trial_id
-                rows.append(row)
+            if not mode and data is not None and trial_id not in self._trial_dataframes._set:
+                rows[trial_id] = data.last_row()
                 continue
             df = self._trial_dataframes[trial_id]
             if df.empty:
@@ -327,11 +401,41 @@ class ExperimentAnalysis:
                     idx = df.index.get_loc(col.idxmax() if mode == "max" else col.idxmin())
                 except (TypeError, ValueError):
                     logger.warning("Non-numerical value(s) of %s in trial %s", metric, trial_id)
-            row = df.iloc[idx].to_dict()
+            rows[trial_id] = df.iloc[idx].to_dict()
+        out = []
+        for trial_id, row in rows.items():
+            if row is None:   # a trial without results
+                continue
             row.update(configs.get(trial_id, {}))
             row["logdir"] = trial_id
-            rows.append(row)
-        return pd.DataFrame(rows)
+            out.append(row)
+        return pd.DataFrame(out)
+
+    def _rows_from_tables(self, rows: Dict[str, Optional[Dict[str, Any]]],
+                          metric: Optional[str], mode: Optional[str]) -> None:
+        """Fill in the rows of the trials whose frames lie in a combined table
+        (``_reader._SplitFrames``), read from its columns: the last row, or with ``mode``
+        the best by ``metric`` (the first of equals, as ``idxmin``/``idxmax``)."""
+        by_split: Dict[int, Tuple[Any, List[str], List[int]]] = {}
+        for trial_id in rows:
+            data = self._data.get(trial_id)
+            if data is None or data.split is None or trial_id in self._trial_dataframes._set:
+                continue
+            entry = by_split.setdefault(id(data.split), (data.split, [], []))
+            entry[1].append(trial_id)
+            entry[2].append(data.split_index)
+        for split, trial_ids, indices in by_split.values():
+            positions: List[Optional[int]] = [-1] * len(indices)
+            if mode:
+                best = split.best_positions(metric, mode)
+                if best is None:   # not numeric throughout: each frame says
+                    continue
+                positions = [best[i] for i in indices]
+            for trial_id, k in zip(trial_ids, positions):
+                if k is None:
+                    logger.warning("Non-numerical value(s) of %s in trial %s", metric, trial_id)
+            found = split.rows(indices, [-1 if k is None else k for k in positions])
+            rows.update(zip(trial_ids, found))
 
     def _checkpoints_with_metric(self, trial: Trial, metric: str, **default: Any
                                  ) -> List[Tuple[Checkpoint, Any]]:
@@ -460,6 +564,13 @@ def load_experiment(
         default_metric=default_metric,
         default_mode=default_mode,
     )
+
+
+def _prefixed(config: Dict[str, Any]) -> Dict[str, Any]:
+    """``flatten_dict({"config": config})``; a config without nested dicts directly."""
+    if any(isinstance(v, dict) for v in config.values()):
+        return _layout.flatten_dict({CONFIG_PREFIX: config})
+    return {f"{CONFIG_PREFIX}{_layout.DELIMITER}{k}": v for k, v in config.items()}
 
 
 class _TrialFrames(MutableMapping):

@@ -430,4 +430,5 @@ def run_experiment(
         default_metric=metric,
         default_mode=mode,
     )
+    analysis._keep_readback()   # the next read of this experiment: one file
     return analysis

@@ -179,8 +179,10 @@ class Trial:
     def set_storage(self, new_storage: StorageContext) -> None:
         """Place the trial in an experiment directory; a ``trial_dir_name`` it carries
         becomes the trial's ``dirname``."""
-        if new_storage.trial_dir_name:
-            self.dirname = new_storage.trial_dir_name
+        if not new_storage.trial_dir_name:   # (frozen: one may place many trials)
+            self.experiment_storage = new_storage
+            return
+        self.dirname = new_storage.trial_dir_name
         self.experiment_storage = StorageContext(new_storage.storage_filesystem,
                                                  new_storage.experiment_fs_path)
 
