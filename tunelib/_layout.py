@@ -20,7 +20,7 @@ import math
 import re
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 # --------------------------------------------------------------------------- file names
 DEFAULT_STORAGE_PATH = "~/ray_results"   # as Ray's; TUNE_RESULT_DIR overrides it
@@ -431,11 +431,11 @@ class MetricAnalysis:
                 for metric, windows in self.windows.items()}
 
     @classmethod
-    def from_runtime(cls, runtime: Dict[str, Any]) -> "MetricAnalysis":
+    def from_runtime(cls, runtime: Dict[str, Any], windows: bool = True) -> "MetricAnalysis":
         """The statistics a runtime state holds (Ray's or tunelib's); the windows are
-        decoded when first used."""
+        decoded when first used (``windows=False``: not kept, for a reader)."""
         stats = runtime.get("metric_analysis")
-        raw = runtime.get("metric_n_steps")
+        raw = runtime.get("metric_n_steps") if windows else None
         return cls(stats if isinstance(stats, dict) else {},
                    ray_windows=raw if isinstance(raw, dict) else {})
 
@@ -444,7 +444,19 @@ class MetricAnalysis:
                    ) -> "MetricAnalysis":
         """The statistics ``source()`` returns, asked for when first read (a read-back
         snapshot, ``_readback``); their windows were not kept."""
-        return _StatsLater(source)
+        return _Later(lambda: (source() or {}, {}))
+
+    @classmethod
+    def packed(cls, analysis: Optional["MetricAnalysis"]) -> Optional["MetricAnalysis"]:
+        """``analysis`` (of a finished trial) held as one compressed pickle, unpacked when
+        next read: ~7 KB of small dicts a trial -> a few hundred bytes."""
+        if analysis is None or isinstance(analysis, _Later):
+            return analysis
+        import pickle
+        import zlib
+
+        blob = zlib.compress(pickle.dumps((analysis.stats, analysis.windows), protocol=5), 1)
+        return _Later(lambda: pickle.loads(zlib.decompress(blob)))
 
     @classmethod
     def _decode(cls, ray_windows: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, List[Any]]]:
@@ -460,23 +472,29 @@ class MetricAnalysis:
         return windows
 
 
-class _StatsLater(MetricAnalysis):
-    """A ``MetricAnalysis`` whose statistics are fetched when first read (10,000 trials
-    read back: half a million numbers made for nothing otherwise)."""
+class _Later(MetricAnalysis):
+    """A ``MetricAnalysis`` whose statistics and windows come from ``source()`` when
+    first read (a snapshot read back, a finished trial's packed form)."""
 
-    def __init__(self, source: Callable[[], Optional[Dict[str, Dict[str, Any]]]]):
-        super().__init__(windows={})
-        self._source: Optional[Callable[[], Any]] = source
+    _FIELDS = ("stats", "_windows", "_ray_windows")
 
-    @property
-    def stats(self) -> Dict[str, Dict[str, Any]]:
-        if self._source is not None:
-            self.__dict__["stats"], self._source = self._source() or {}, None
-        return self.__dict__["stats"]
+    def __init__(self, source: Callable[[], Tuple[Dict[str, Any], Dict[str, Any]]]):
+        self._source = source   # nothing else: the first read of a field unpacks
 
-    @stats.setter
-    def stats(self, value: Dict[str, Dict[str, Any]]) -> None:
-        self.__dict__["stats"], self._source = value, None
+    def __getattr__(self, name: str) -> Any:   # only while a field is missing
+        if name not in self._FIELDS or "_source" not in self.__dict__:
+            raise AttributeError(name)
+        stats, windows = self.__dict__.pop("_source")()
+        self.__dict__.setdefault("stats", stats)
+        self.__dict__.setdefault("_windows", windows)
+        self.__dict__.setdefault("_ray_windows", None)
+        return self.__dict__[name]
+
+    def __getstate__(self) -> Dict[str, Any]:   # pickled unpacked (a lambda holds the pack)
+        return {name: getattr(self, name) for name in self._FIELDS}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
 
 # trial -> (its config, that config pickled): the state is saved every few seconds, and a
@@ -593,8 +611,18 @@ def experiment_state_encoded(encoded: List[str], runner_data: Dict[str, Any],
                              start_time: float) -> str:
     """:func:`experiment_state` from entries already encoded by :func:`encode_trial_entry`:
     the same text, joined instead of re-encoded (10,000 trials: milliseconds)."""
-    return ('{"trial_data": [' + ", ".join(encoded) + '], "runner_data": '
-            + dumps(runner_data) + ', "stats": ' + dumps({"start_time": start_time}) + "}")
+    return "".join(experiment_state_parts(encoded, runner_data, start_time))
+
+
+def experiment_state_parts(encoded: Iterable[str], runner_data: Dict[str, Any],
+                           start_time: float) -> Iterator[str]:
+    """The text of :func:`experiment_state_encoded` in pieces, an entry each: written as
+    they come, a save never holds the whole text (88 MB at 10,000 trials, twice)."""
+    yield '{"trial_data": ['
+    for i, entry in enumerate(encoded):
+        yield ", " + entry if i else entry
+    yield ('], "runner_data": ' + dumps(runner_data) + ', "stats": '
+           + dumps({"start_time": start_time}) + "}")
 
 
 def _json_field(value: Any) -> Any:
@@ -612,16 +640,24 @@ def index_from_trial_id(trial_id: str) -> int:
     return int(tail) if sep and tail.isdigit() else 0  # a searcher's 8-hex id has none
 
 
-def trials_from_state(state: Dict[str, Any]) -> List[Tuple[Any, Dict[str, Any]]]:
+def trials_from_state(state: Dict[str, Any], keep: Optional[Sequence[str]] = None
+                      ) -> List[Tuple[Any, Dict[str, Any]]]:
     """Trial records from an experiment state dict (Ray's or tunelib's), with tunelib's
-    bookkeeping restored where present; returns ``(trial, runtime)`` pairs."""
+    bookkeeping restored where present; returns ``(trial, runtime)`` pairs.
+
+    ``keep``: only these keys of each runtime are returned, and each entry of
+    ``state["trial_data"]`` is let go of once read (reading 10,000 trials held ~20 KB of
+    parsed JSON a trial at once otherwise)."""
     from tunelib import _ray_compat
     from tunelib._lifecycle import TrialStatus
     from tunelib.trial import Trial
 
     out = []
     unpickled_failures: List[Tuple[str, BaseException]] = []
-    for pair in state.get("trial_data", []):
+    entries = state.get("trial_data", [])
+    for i, pair in enumerate(entries):
+        if keep is not None:
+            entries[i] = None
         t = _json_field(pair[0])
         rt = _json_field(pair[1]) if len(pair) > 1 else {}
         trial_id = str(t.get("trial_id", ""))
@@ -650,10 +686,11 @@ def trials_from_state(state: Dict[str, Any]) -> List[Tuple[Any, Dict[str, Any]]]
                 t.get("placement_group_factory")) or {"cpu": 1.0}),
         )
         trial.checkpoint_dir_name = trial.last_result.get("checkpoint_dir_name")
-        trial.metric_analysis = MetricAnalysis.from_runtime(rt)
+        # a reader (``keep``) never adds results: Ray's pickled windows stay unread
+        trial.metric_analysis = MetricAnalysis.from_runtime(rt, windows=keep is None)
         _restore_bookkeeping(trial, rt)
         _restore_config(trial, rt, t.get("config"), unpickled_failures)
-        out.append((trial, rt))
+        out.append((trial, rt if keep is None else {k: rt[k] for k in keep if k in rt}))
     if unpickled_failures:
         _warn_json_configs(unpickled_failures)
     return out

@@ -62,9 +62,11 @@ class TrialProgressCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: List[Trial], trial: Trial, **info):
         self.log_result(trial, trial.last_result, error=True)
+        self._forget(trial)
 
     def on_trial_complete(self, iteration: int, trials: List[Trial], trial: Trial, **info):
         if trial in self._completed_trials:
+            self._forget(trial)
             return
         self._completed_trials.add(trial)
         line = self._print_result(trial.last_result)
@@ -72,6 +74,13 @@ class TrialProgressCallback(Callback):
             self.log_result(trial, trial.last_result, error=False)
         elif self._verbose >= 2:
             print(f"Trial {trial} completed. Last result: {line}", flush=True)
+        self._forget(trial)
+
+    def _forget(self, trial: Trial) -> None:
+        """What was kept to pace a trial's prints (it has ended: 10,000 trials kept it all)."""
+        self._last_print.pop(trial, None)
+        self._last_print_iteration.pop(trial, None)
+        self._last_result_str.pop(trial, None)
 
     def log_result(self, trial: Trial, result: Dict, error: bool = False) -> None:
         done = result.get("done", False) is True

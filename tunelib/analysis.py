@@ -157,12 +157,13 @@ class ExperimentAnalysis:
                 raise TuneError(
                     f"Experiment state file {self._experiment_json_fs_path} is not valid JSON: {e}"
                 ) from e
-            pairs = _layout.trials_from_state(state)
+            del raw
+            # only what is read later of each runtime state (the rest, ~20 KB a trial as
+            # parsed JSON, was kept for nothing)
+            pairs = _layout.trials_from_state(state, keep=_RUNTIME_READ)
+            del state
             trials = [t for t, _ in pairs]
-            # what is read later of each runtime state (the rest, ~20 KB a trial as parsed
-            # JSON, was kept for nothing)
-            self._runtime = {t.trial_id: {k: rt[k] for k in _RUNTIME_READ if k in rt}
-                             for t, rt in pairs}
+            self._runtime = {t.trial_id: rt for t, rt in pairs}
             self._read_trial_dirs(trials)
             return trials
         # No state file (the driver died before writing one): the trial dirs tell all.

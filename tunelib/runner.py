@@ -6,6 +6,7 @@ checked before a worker process starts or Prefect is contacted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import logging
@@ -14,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from tunelib._callbacks import create_default_callbacks
@@ -86,6 +88,18 @@ def _close_recorder(recorder, name: str, verbose: int, temporary_server: bool) -
 
         print(where_to_look_later(name, os.environ.get("PREFECT_API_URL"),
                                   os.environ.get("PREFECT_HOME", "")))
+
+
+def _cancelled(controller_ref: "weakref.ref", trial_id: Optional[str]) -> None:
+    """Prefect's Cancel of the experiment's run (``trial_id`` None: as Ctrl-C) or of one
+    trial's run, while the experiment runs."""
+    controller = controller_ref()
+    if controller is None:   # it has ended
+        return
+    if trial_id is None:
+        controller.request_stop(CANCELLED_REASON)
+    else:
+        controller.request_trial_stop(trial_id)
 
 
 def _check_trainable(trainable) -> bytes:
@@ -403,8 +417,8 @@ def run_experiment(
                             callbacks=callbacks, restored_trials=restored,
                             id_prefix=id_prefix)
     # Prefect's Cancel: of the experiment's run, as Ctrl-C; of a trial's run, that trial
-    recorder.watch_cancel(lambda trial_id: controller.request_stop(CANCELLED_REASON)
-                          if trial_id is None else controller.request_trial_stop(trial_id))
+    # (by a weak reference: a recorder draining after fit() must not hold every trial)
+    recorder.watch_cancel(functools.partial(_cancelled, weakref.ref(controller)))
     stop_signals = StopSignals(controller.request_stop)
     try:
         try:
@@ -424,6 +438,8 @@ def run_experiment(
                         temporary_server=caller is not None and configured_api_url() is None)
         lock.release()
     stop_signals.pass_on()  # SIGTERM: now that everything is saved, as if we had not caught it
+    # the experiment's trials as the run held them are not needed to read it back
+    del controller, stop_signals, executor, callbacks, restored
     analysis = load_experiment(
         experiment_uri if run_config.storage_filesystem is None else experiment_path,
         storage_filesystem=fs if run_config.storage_filesystem is not None else None,

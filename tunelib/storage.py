@@ -30,7 +30,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import pyarrow.fs as pafs
 
@@ -315,6 +315,30 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
         fs.create_dir(parent, recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def write_text_parts(fs: pafs.FileSystem, path: str, parts: Iterable[str]) -> None:
+    """Write the concatenation of ``parts`` as UTF-8 to ``(fs, path)``: on the local disk
+    without holding it whole, atomically as :func:`write_bytes`; elsewhere joined first (a
+    part that raises must not leave half a file behind)."""
+    if not is_local(fs):
+        write_bytes(fs, path, "".join(parts).encode("utf-8"))
+        return
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=parent or ".", prefix=".tmp_" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for part in parts:
+                f.write(part)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_text(fs: pafs.FileSystem, path: str) -> str:
