@@ -10,6 +10,7 @@ JSON line. On tunelib, ``--no-snapshot`` reads the state and every trial dir (as
 experiment Ray wrote, or one whose ``.tunelib-readback-*.pkl`` is gone).
 """
 import argparse
+import functools
 import json
 import resource
 import time
@@ -43,10 +44,10 @@ def timed(fn):
     return value, round(time.perf_counter() - start, 3)
 
 
-analysis, analysis_s = timed(lambda: ExperimentAnalysis(args.path))
-frame, dataframe_s = timed(analysis.dataframe)
-_, best_rows_s = timed(lambda: analysis.dataframe("loss", "min"))
-del analysis
+ea, analysis_s = timed(lambda: ExperimentAnalysis(args.path))
+frame, dataframe_s = timed(ea.dataframe)
+_, best_rows_s = timed(functools.partial(ea.dataframe, "loss", "min"))
+del ea
 grid, grid_s = timed(lambda: Tuner.restore(args.path, trainable).get_results())
 _, get_dataframe_s = timed(grid.get_dataframe)
 print(json.dumps({

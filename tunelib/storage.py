@@ -295,22 +295,10 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     On the local disk the write is atomic (temp file + rename): a reader never sees
     half a file.
     """
-    parent = posixpath.dirname(path) if not is_local(fs) else os.path.dirname(path)
     if is_local(fs):
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=parent or ".", prefix=".tmp_" + os.path.basename(path))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        _write_local(path, "wb", [data])
         return
+    parent = posixpath.dirname(path)
     if parent:
         fs.create_dir(parent, recursive=True)
     with fs.open_output_stream(path) as f:
@@ -321,15 +309,20 @@ def write_text_parts(fs: pafs.FileSystem, path: str, parts: Iterable[str]) -> No
     """Write the concatenation of ``parts`` as UTF-8 to ``(fs, path)``: on the local disk
     without holding it whole, atomically as :func:`write_bytes`; elsewhere joined first (a
     part that raises must not leave half a file behind)."""
-    if not is_local(fs):
+    if is_local(fs):
+        _write_local(path, "w", parts)
+    else:
         write_bytes(fs, path, "".join(parts).encode("utf-8"))
-        return
+
+
+def _write_local(path: str, mode: str, parts: Iterable[Any]) -> None:
+    """Write ``parts`` into a temporary file beside ``path``, then rename it over it."""
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=parent or ".", prefix=".tmp_" + os.path.basename(path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
             for part in parts:
                 f.write(part)
         os.replace(tmp, path)
