@@ -54,16 +54,23 @@ def no_prefect(monkeypatch):
     monkeypatch.setenv("TUNELIB_DISABLE_PREFECT", "1")
 
 
-def _approx(expected):
+def _approx(expected, rel=1e-9):
     return [e if e is None or isinstance(e, str) else
-            {k: pytest.approx(v, rel=1e-9, abs=1e-12) if isinstance(v, float) else v
+            {k: pytest.approx(v, rel=rel, abs=1e-12) if isinstance(v, float) else v
              for k, v in e.items()} for e in expected]
+
+
+# BayesOpt's suggestions after its random start come from fitting a Gaussian process
+# (scipy's L-BFGS over BLAS): they move by ~1e-6 from one CPU to another. Ray 2.60 on an
+# AMD EPYC machine gives exactly tunelib's there, 1.2e-6 from these values (recorded on
+# another one); the other searchers' suggestions are exact.
+_REL = {"bayesopt": 1e-5}
 
 
 @pytest.mark.parametrize("name", list(RAY))
 def test_suggestions_match_rays_on_the_same_seed(name):
     pytest.importorskip(LIBRARY[name])
-    assert getattr(protocols, name)("tunelib") == _approx(RAY[name])
+    assert getattr(protocols, name)("tunelib") == _approx(RAY[name], _REL.get(name, 1e-9))
 
 
 @pytest.mark.skipif(not os.environ.get("TUNELIB_RAY_PYTHON"), reason="set TUNELIB_RAY_PYTHON")
@@ -72,7 +79,7 @@ def test_recorded_ray_values_are_what_ray_computes_now():
                          capture_output=True, text=True, check=True, timeout=600)
     live = json.loads(out.stdout)
     for name, expected in RAY.items():
-        assert live[name] == _approx(expected), name
+        assert live[name] == _approx(expected, _REL.get(name, 1e-9)), name
 
 
 @pytest.mark.parametrize("name", ["bayesopt", "bohb", "nevergrad", "zoopt"])
