@@ -382,6 +382,10 @@ class ExperimentAnalysis:
             raise ValueError(
                 "If a `mode` is passed to `ExperimentAnalysis.dataframe(), you'll also have to pass a `metric`!"
             )
+        with _readback.gc_paused():   # a row a trial: no garbage, many small objects
+            return self._dataframe(metric, mode)
+
+    def _dataframe(self, metric: Optional[str], mode: Optional[str]) -> pd.DataFrame:
         configs = self.get_all_configs(prefix=True)
         rows: Dict[str, Optional[Dict[str, Any]]] = dict.fromkeys(self._trial_dataframes)
         self._rows_from_tables(rows, metric, mode)
