@@ -149,7 +149,7 @@ def load(fs, state_path: str) -> Optional[Snapshot]:
         body = pickle.loads(data)
         if body.get("format") != FORMAT or tuple(body["state"]) != _read_fingerprint(fs, state_path):
             return None
-        stats = _Later(body["stats"])
+        stats = _PickledList(body["stats"])
         dirs = [DirRecord(*d) if d is not None else None for d in body["dirs"]]
         return Snapshot(_trials(body["trials"], stats), dirs, body["table"], body["counts"],
                         body["lasts"], body["null_keys"])
@@ -158,7 +158,7 @@ def load(fs, state_path: str) -> Optional[Snapshot]:
         return None
 
 
-class _Later:
+class _PickledList:
     """A pickled list, unpickled when an item is first asked for."""
 
     def __init__(self, data: bytes):
@@ -171,7 +171,7 @@ class _Later:
         return self._items[i]
 
 
-def _trials(kept: List[Tuple[Dict[str, Any], Dict[str, Any]]], stats: _Later
+def _trials(kept: List[Tuple[Dict[str, Any], Dict[str, Any]]], stats: _PickledList
             ) -> List[Tuple[Trial, Dict[str, Any]]]:
     from tunelib._layout import MetricAnalysis
 

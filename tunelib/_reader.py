@@ -266,8 +266,7 @@ class _SplitFrames(Sequence):
         drop, cast = [], {}
         for j, (name, typ) in enumerate(self._nullable.items()):
             if self._all_na[i, j]:
-                if unflattened_lookup(name, self.lasts[i], default=_MISSING) is _MISSING \
-                        and (i, name) not in self.null_keys:
+                if self._never_reported(i, name):
                     drop.append(name)
             elif not self._any_na[i, j] and (pa.types.is_integer(typ)
                                              or pa.types.is_boolean(typ)):
@@ -332,19 +331,18 @@ class _SplitFrames(Sequence):
         trials, where = np.unique(owner[hit], return_index=True)
         first[trials] = hit[where] - starts[trials]
         out: List[Optional[int]] = first.tolist()
+        j = list(self._nullable).index(metric) if metric in self._nullable else None
         for i in np.flatnonzero(first < 0).tolist():
             # no number: a column the trial never reported is not in its frame (-1)
-            reported = unflattened_lookup(metric, self.lasts[i], default=_MISSING)
-            never = (self._all_na_for(i, metric) and reported is _MISSING
-                     and (i, metric) not in self.null_keys)
+            never = j is not None and self._all_na[i, j] and self._never_reported(i, metric)
             out[i] = -1 if never else None
         return out
 
-    def _all_na_for(self, i: int, metric: str) -> bool:
-        """Whether trial ``i`` never reported ``metric`` at all (its column all null)."""
-        if metric not in self._nullable:
-            return False
-        return bool(self._all_na[i, list(self._nullable).index(metric)])
+    def _never_reported(self, i: int, name: str) -> bool:
+        """Whether trial ``i``, whose ``name`` cells are all null, never reported the key
+        (its own frame has no such column), rather than reported it as null."""
+        return (unflattened_lookup(name, self.lasts[i], default=_MISSING) is _MISSING
+                and (i, name) not in self.null_keys)
 
 
 def _clean_row(row: Dict[str, Any]) -> Dict[str, Any]:
