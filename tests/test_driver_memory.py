@@ -6,6 +6,7 @@ import gc
 import glob
 import json
 import os
+import sys
 import weakref
 
 import pyarrow.fs as pafs
@@ -103,3 +104,60 @@ def test_the_state_is_written_whole_even_when_a_save_fails_midway(tmp_path, monk
     with open(path) as f:
         assert json.load(f)["trial_data"] == [[1]]
     assert os.listdir(tmp_path) == ["experiment_state-x.json"]
+
+
+class WatchEnded(tune.Callback):
+    """At every step: how the driver holds each trial that has ended."""
+
+    def __init__(self):
+        self.held = {}
+
+    def on_step_begin(self, iteration, trials, **info):
+        for trial in trials:
+            if trial.is_finished():
+                self.held.setdefault(trial.trial_id, (
+                    type(trial.metric_analysis).__name__, trial.metric_analysis.is_packed,
+                    all(sys.intern(k) is k for k in trial.last_result)))
+
+
+def test_an_ended_trial_is_held_small_from_its_end(tmp_path, monkeypatch):
+    """Its statistics packed at once, not at the next save (thousands of trials end
+    between two saves of a 10,000-trial state), its result's keys shared by all trials;
+    read, they are Ray's as before."""
+    monkeypatch.setenv("TUNELIB_DISABLE_PREFECT", "1")
+    watch, keep = WatchEnded(), KeepTrials()
+    grid = Tuner(five_losses, param_space={"lr": tune.grid_search([0.5] * 4)},
+                 run_config=tune.RunConfig(name="held", storage_path=str(tmp_path), verbose=0,
+                                           callbacks=[watch, keep])).fit()
+    assert grid.num_errors == 0 and len(watch.held) == 4
+    assert set(watch.held.values()) == {("_Later", True, True)}
+    expected = expected_analysis()
+    for trial in keep.trials:
+        for key in ("loss", "nested/x"):
+            assert trial.metric_analysis.stats[key] == expected.stats[key]
+        assert trial.last_result["done"] is True and trial.last_result["training_iteration"] == 7
+
+
+def test_finished_entries_live_in_a_temporary_file(monkeypatch):
+    import tempfile
+
+    from tunelib._finished_entries import FinishedEntries
+
+    for broken_tmp in (False, True):
+        if broken_tmp:   # a temporary directory that cannot be written: kept in memory
+            def refuse(*args, **kwargs):
+                raise OSError(30, "Read-only file system")
+            monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+        entries = FinishedEntries()
+        entry = json.dumps({"trial_id": "t1", "stats": list(range(500))})
+        entries.put("t1", ("TERMINATED", 1), entry)
+        entries.put("t2", ("ERROR", 2), "[2]")
+        assert entries.get("t1", ("TERMINATED", 1)) == entry
+        assert entries.get("t1", ("TERMINATED", 3)) is None   # the trial changed since
+        assert entries.get("t3", ("TERMINATED", 1)) is None
+        entries.put("t1", ("TERMINATED", 3), "[1]")
+        assert (entries.get("t1", ("TERMINATED", 3)), entries.get("t2", ("ERROR", 2))) == (
+            "[1]", "[2]")
+        assert len(entries) == 2
+        entries.close()
+        assert entries.get("t2", ("ERROR", 2)) is None and len(entries) == 0

@@ -171,6 +171,30 @@ def test_close_detaches_and_the_process_records_the_rest(prefect_server, capfd):
     assert str(run.id) == experiment.flow_run_id
 
 
+def test_under_the_default_wait_a_server_not_answering_yet_is_not_waited_for(
+        prefect_server, monkeypatch, capfd):
+    """A close() before the API has answered (a cold embedded server boots for 2-3 s,
+    longer than a short experiment) detaches at once under the default wait, however
+    long that wait is; the process still records everything."""
+    from tunelib.prefect import create_recorder, recorder_process
+
+    monkeypatch.delenv(recorder_process.WAIT_ENV, raising=False)
+    monkeypatch.setattr(recorder_process, "DEFAULT_WAIT_S", 600.0)
+    name = f"boot-{uuid.uuid4().hex[:8]}"
+    rec = create_recorder(window=0.2)
+    assert rec.wait_s == 600.0
+    rec.experiment_started(name, {"num_samples": 1}, [])
+    rec.trial_started("t0", "fn_0", {}, 0, 0)
+    for i in range(1, ITERATIONS + 1):
+        rec.trial_result("t0", {"training_iteration": i, "loss": 1 / i})
+    rec.trial_finished("t0", "TERMINATED")
+    rec.experiment_finished("COMPLETED", [])
+    assert rec.api_url is None   # the process is still importing Prefect
+    assert rec.close(60) == [] and rec.detached
+    assert _detached_pid(capfd.readouterr().err) == rec.pid
+    assert _wait_recorded(prefect_server, name, 1, ITERATIONS) is None
+
+
 @pytest.mark.slow
 def test_fit_returns_before_the_records_are_written_and_they_all_land(
         prefect_server, storage_dir, monkeypatch):

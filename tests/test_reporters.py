@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 import time
 import warnings
 
@@ -257,6 +258,33 @@ def test_jupyter_reporter_warns_outside_a_notebook_and_renders_html():
         reporter = JupyterNotebookReporter(overwrite=False, metric="loss", mode="min")
     html = reporter._progress_html(three_trials(), True)
     assert html.startswith("<pre>") and "Current best trial: t1" in html
+
+
+def test_the_default_reporter_is_jupyters_in_a_notebook_kernel_only(monkeypatch):
+    """Ray's choice: a notebook kernel (IPython imported, its shell a
+    ZMQInteractiveShell) gets the JupyterNotebookReporter; a script gets the CLIReporter
+    without IPython being imported to find out."""
+    import types
+
+    from tunelib._reporters import detect_reporter
+
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    assert type(detect_reporter()) is CLIReporter
+    assert "IPython" not in sys.modules
+
+    class ZMQInteractiveShell:
+        pass
+
+    shells = [ZMQInteractiveShell(), object(), None]
+    fake = types.ModuleType("IPython")
+    fake.get_ipython = lambda: shells[0]
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    reporter = detect_reporter(verbose=1)
+    assert type(reporter) is JupyterNotebookReporter and reporter._overwrite
+    for shell in shells[1:]:   # a terminal IPython, or IPython imported as a library
+        fake.get_ipython = lambda shell=shell: shell
+        assert type(detect_reporter()) is CLIReporter
+
 
 
 # --------------------------------------------------------------------------- end to end

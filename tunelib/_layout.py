@@ -15,6 +15,7 @@ names; none defines its own. Formats are checked against files Ray itself wrote
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -287,6 +288,8 @@ def trial_state(trial, max_failures: int, checkpoint_config) -> List[str]:
     analysis = getattr(trial, "metric_analysis", None)
     if not isinstance(analysis, MetricAnalysis):
         analysis = MetricAnalysis()
+    elif isinstance(analysis, _Later):
+        analysis = analysis.read_through()
     runtime = {
         "start_time": trial.start_time,
         "num_failures": trial.num_failures,
@@ -450,13 +453,13 @@ class MetricAnalysis:
     def packed(cls, analysis: Optional["MetricAnalysis"]) -> Optional["MetricAnalysis"]:
         """``analysis`` (of a finished trial) held as one compressed pickle, unpacked when
         next read: ~7 KB of small dicts a trial -> a few hundred bytes."""
-        if analysis is None or isinstance(analysis, _Later):
+        if analysis is None or (isinstance(analysis, _Later) and analysis.is_packed):
             return analysis
         import pickle
         import zlib
 
         blob = zlib.compress(pickle.dumps((analysis.stats, analysis.windows), protocol=5), 1)
-        return _Later(lambda: pickle.loads(zlib.decompress(blob)))
+        return _Later(functools.partial(_unpack, blob))
 
     @classmethod
     def _decode(cls, ray_windows: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, List[Any]]]:
@@ -490,8 +493,29 @@ class _Later(MetricAnalysis):
         self.__dict__.setdefault("_ray_windows", None)
         return self.__dict__[name]
 
+    @property
+    def is_packed(self) -> bool:
+        """Not read yet: its fields are still where ``source`` finds them."""
+        return "_source" in self.__dict__
+
+    def read_through(self) -> MetricAnalysis:
+        """The statistics and windows as a plain ``MetricAnalysis``, this one left packed
+        (a finished trial's state entry is encoded from it, then the trial keeps only the
+        pack)."""
+        if not self.is_packed:
+            return self
+        stats, windows = self._source()
+        return MetricAnalysis(stats, windows=windows)
+
     def __getstate__(self) -> Dict[str, Any]:   # pickled unpacked (a lambda holds the pack)
         return {name: getattr(self, name) for name in self._FIELDS}
+
+
+def _unpack(blob: bytes) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    import pickle
+    import zlib
+
+    return pickle.loads(zlib.decompress(blob))
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -501,6 +525,11 @@ class _Later(MetricAnalysis):
 # trial's config is replaced (Trial.set_config), never changed in place
 _PICKLED_CONFIGS: "weakref.WeakKeyDictionary[Any, Tuple[Any, Optional[str]]]" = \
     weakref.WeakKeyDictionary()
+
+
+def forget_config_pickle(trial) -> None:
+    """Let go of ``trial``'s pickled config (its state entry is encoded for good)."""
+    _PICKLED_CONFIGS.pop(trial, None)
 
 
 def _config_pickle(trial) -> Optional[str]:

@@ -17,16 +17,17 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import time
 import traceback
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tunelib import _layout
 from tunelib import trial as T
 from tunelib._callbacks import CallbackList
+from tunelib._finished_entries import FinishedEntries
 from tunelib._layout import ERROR_FILE, ERROR_PKL, PARAMS_FILE, flatten_dict, to_json_value
 from tunelib._lifecycle import (
     Decision,
@@ -148,7 +149,7 @@ class Controller:
         self._state_save_warned: set = set()
         # trials created since the state was last saved: saved before any of them starts
         self._unsaved: set = set()
-        self._finished_states: Dict[str, Tuple[tuple, bytes]] = {}  # see _trial_data
+        self._finished_states = FinishedEntries()  # see _trial_data
 
     # ------------------------------------------------------------------ SchedulerController
     def get_trials(self) -> List[T.Trial]:
@@ -263,7 +264,7 @@ class Controller:
             try:
                 self.save_state(final=True)
             finally:
-                self._finished_states.clear()   # ~9 KB a trial, not needed once saved
+                self._finished_states.close()   # not needed once saved
                 self._after_experiment()
         if self._fatal is not None:
             raise self._fatal
@@ -597,6 +598,7 @@ class Controller:
         self.recorder.trial_finished(trial.trial_id, TrialOutcome.ERROR,
                                      _last_line(event.error_text))
         self.callbacks.on_trial_error(iteration=self._iteration, trials=self.trials, trial=trial)
+        self._let_go(trial)
         if self.spec.fail_fast == "raise":
             self._fatal = event.error or TuneError(event.error_text)
         elif self.spec.fail_fast:
@@ -645,7 +647,10 @@ class Controller:
         was_running = trial.status == TrialStatus.RUNNING
         trial.status = status
         if trial.last_result:
-            trial.last_result = dict(trial.last_result, done=True)
+            # its keys interned: every trial's result arrived with its own copies (~1 KB)
+            trial.last_result = {sys.intern(k) if type(k) is str else k: v
+                                 for k, v in trial.last_result.items()}
+            trial.last_result["done"] = True
         if removed or (status == TrialStatus.TERMINATED and not was_running and self._stop_all):
             self.scheduler.on_trial_remove(self, trial)
             self.search_alg.on_trial_complete(trial.trial_id, trial.last_result or None)
@@ -664,6 +669,15 @@ class Controller:
             else:
                 outcome, message = TrialOutcome.TERMINATED, ""
             self.recorder.trial_finished(trial.trial_id, outcome, _last_line(message))
+        self._let_go(trial)
+
+    def _let_go(self, trial: T.Trial) -> None:
+        """Hold a trial that ended as small as it gets (10,000 of them were most of the
+        driver's memory): its state entry encoded now and kept on disk, its statistics
+        packed, nothing that only running trials need."""
+        self._finished_entry(trial)
+        self._started_here.discard(trial.trial_id)
+        self._by_id.pop(trial.trial_id, None)
 
     def _complete_callbacks(self, trial: T.Trial) -> TrialStatus:
         """``on_trial_complete``; a callback raising there errors the trial instead (its
@@ -746,28 +760,32 @@ class Controller:
         self._save_search_state()
 
     def _trial_data(self) -> Iterator[str]:
-        """Every trial's entry of the state file, JSON-encoded, one at a time. A finished
-        trial's is encoded once: the state is saved before each new trial starts, and a
-        long experiment would pay for all its trials every time."""
+        """Every trial's entry of the state file, JSON-encoded, one at a time."""
         spec = self.spec
         for trial in list(self.trials):
-            if not trial.is_finished():
+            if trial.is_finished():
+                yield self._finished_entry(trial)
+            else:
                 yield _layout.encode_trial_entry(_layout.trial_state(
                     trial, spec.max_failures, spec.checkpoint_config))
-                continue
-            key = (trial.status, id(trial.last_result), trial.num_failures,
-                   trial.checkpoint_dir_name, len(trial.kept_checkpoints))
-            cached = self._finished_states.get(trial.trial_id)
-            if cached is None or cached[0] != key:
-                entry = _layout.encode_trial_entry(_layout.trial_state(
-                    trial, spec.max_failures, spec.checkpoint_config))
-                # held compressed (~9 KB a trial -> ~2 KB), its statistics packed: what
-                # the driver keeps of a finished trial is most of its memory at 10,000
-                self._finished_states[trial.trial_id] = (key, zlib.compress(entry.encode(), 1))
-                trial.metric_analysis = _layout.MetricAnalysis.packed(trial.metric_analysis)
-                yield entry
-                continue
-            yield zlib.decompress(cached[1]).decode()
+
+    def _finished_entry(self, trial: T.Trial) -> str:
+        """A finished trial's state entry, encoded once (when it ends, again only if it
+        changes: a checkpoint deleted) and kept on disk: the state is saved before each new
+        trial starts, and a long experiment would pay for all its trials every time. The
+        trial keeps its statistics packed and lets go of its pickled config: what the
+        driver kept of a finished trial was most of its memory at 10,000 trials."""
+        key = (trial.status, id(trial.last_result), trial.num_failures,
+               trial.checkpoint_dir_name, len(trial.kept_checkpoints))
+        entry = self._finished_states.get(trial.trial_id, key)
+        if entry is None:
+            spec = self.spec
+            entry = _layout.encode_trial_entry(_layout.trial_state(
+                trial, spec.max_failures, spec.checkpoint_config))
+            self._finished_states.put(trial.trial_id, key, entry)
+            trial.metric_analysis = _layout.MetricAnalysis.packed(trial.metric_analysis)
+            _layout.forget_config_pickle(trial)
+        return entry
 
     def _save_search_state(self) -> None:
         """Next to the experiment state, so that a resumed run continues the search."""

@@ -20,13 +20,16 @@ server to boot). Here the driver keeps only a proxy; ``PrefectRecorder`` runs un
   (``("say", text)``), and the end (``("closed", missing, stats)``);
 * ``close(timeout)`` waits ``TUNELIB_RECORD_WAIT_S`` (default 1 s) at most: when the
   records are written by then it returns what is missing, as ``PrefectRecorder.close``.
-  Else it DETACHES: says so in one line on stderr (how many records are left, the process's
-  pid) and returns ``[]``. The process goes on draining (``timeout`` bounds it, as it bounds
-  a close() that waits), prints what could not be recorded itself, and exits. It holds the
-  embedded server's users lock meanwhile (its own ``ServerHandle``), so the server stays up
-  until it is done; a script that exits right after fit() leaves it running, and a Ctrl-C
-  in the terminal does not reach it (its own session). A driver that dies without close()
-  leaves it the same way: it records the experiment as failed and drains.
+  Under the default it does not wait at all while the API has not answered yet (a cold
+  embedded server takes 2-3 s to boot, longer than a short experiment: nothing would be
+  written within the wait). Else it DETACHES: says so in one line on stderr (how many
+  records are left, the process's pid) and returns ``[]``. The process goes on draining
+  (``timeout`` bounds it, as it bounds a close() that waits), prints what could not be
+  recorded itself, and exits. It holds the embedded server's users lock meanwhile (its own
+  ``ServerHandle``), so the server stays up until it is done; a script that exits right
+  after fit() leaves it running, and a Ctrl-C in the terminal does not reach it (its own
+  session). A driver that dies without close() leaves it the same way: it records the
+  experiment as failed and drains.
 
 A fit() called inside a user's flow (``caller``) keeps the in-process recorder: the
 caller's flow must not end before its subflow is recorded, and a temporary server Prefect
@@ -141,6 +144,8 @@ class RecorderProcess(QueueRecorder):
         self.stats.update({"writes_failed": 0, "by_kind": {}, "events": 0, "max_lag_s": 0.0,
                            "server_startup_s": None, "drain_s": None})
         self.wait_s = wait_seconds() if wait_s is None else float(wait_s)
+        # waiting for a server still booting is chosen only by an explicit wait
+        self._wait_for_boot = wait_s is not None or bool(os.environ.get(WAIT_ENV))
         self._progress = progress or (lambda text: log.warning("%s", text))
         self.api_url: Optional[str] = None
         self.embedded = False
@@ -200,12 +205,15 @@ class RecorderProcess(QueueRecorder):
     def close(self, timeout: float) -> List[str]:
         """Wait up to ``wait_s`` for every record: then what was not recorded (empty when
         all was), as ``PrefectRecorder.close(timeout)``. Else leave the rest to the
-        process, say so on stderr, and return ``[]``."""
+        process, say so on stderr, and return ``[]``. Under the default ``wait_s`` (none
+        given, ``TUNELIB_RECORD_WAIT_S`` unset), a server that has not answered yet is
+        not waited for."""
         t0 = time.monotonic()
         self._put((CLOSE, time.time(), (float(timeout),)))
         self._pump.join(PUMP_JOIN_S)
         self._waiting = True
-        done = self._closed.wait(max(0.0, min(self.wait_s, timeout + CLOSE_GRACE_S)
+        wait_s = self.wait_s if self.api_url or self._wait_for_boot else 0.0
+        done = self._closed.wait(max(0.0, min(wait_s, timeout + CLOSE_GRACE_S)
                                      - (time.monotonic() - t0)))
         self._waiting = False
         if done:
