@@ -242,3 +242,51 @@ def test_dataframe_rows_are_each_trials_own_frame_rows(experiment, monkeypatch, 
         assert [f(2) for f in got.pop("config/fn")] == [4] * len(got)
         assert sorted(got.columns) == sorted(expected.columns)
         pd.testing.assert_frame_equal(got[sorted(got.columns)], expected[sorted(expected.columns)])
+
+
+RAY_FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "..", "shared", "fixtures", "ray-2.60")
+
+
+def test_a_state_is_parsed_entry_by_entry_as_json_loads_parses_it(tmp_path, no_prefect):
+    """``_layout.parse_state``: the same entries and the same rest as ``json.loads``, for
+    the states Ray 2.60 wrote and for tunelib's; the rest is read once the entries are."""
+    from tunelib import _layout
+
+    states = glob.glob(os.path.join(RAY_FIXTURES, "*", "experiment_state-*.json"))
+    assert len(run_irregular(str(tmp_path), "parsed")) == 8
+    states += glob.glob(str(tmp_path / "parsed" / "experiment_state-*.json"))
+    assert len(states) >= 5
+    for path in states:
+        with open(path, "rb") as f:
+            raw = f.read()
+        whole = json.loads(raw)
+        state = _layout.parse_state(raw)
+        assert not isinstance(state["trial_data"], list) and "runner_data" not in state
+        assert list(state["trial_data"]) == whole["trial_data"] and state == dict(
+            whole, trial_data=state["trial_data"])
+    empty = b'{"trial_data": [], "runner_data": {"a": 1}, "stats": {}}'
+    odd_order = b'{"runner_data": {"a": 1}, "trial_data": [[1, 2]]}'
+    spaced = b' {\n "trial_data" : [ ["x", "y"] ,\n["z"] ] , "stats": {"start_time": 1.5} }\n'
+    utf16 = '{"trial_data": [["é"]]}'.encode("utf-16")
+    for raw in (empty, odd_order, spaced, utf16):
+        state = _layout.parse_state(raw)
+        state["trial_data"] = list(state["trial_data"])
+        assert state == json.loads(raw)
+    for damaged in (b'{"trial_data": [["x"] ["y"]]}', b'{"trial_data": [["x"], ["y"',
+                    b'{"trial_data": [["x"]], "runner_data": {'):
+        with pytest.raises(json.JSONDecodeError):
+            list(_layout.parse_state(damaged)["trial_data"])
+
+
+def test_a_damaged_state_is_named_when_read(tmp_path, no_prefect):
+    run_irregular(str(tmp_path), "damaged")
+    (path,) = glob.glob(str(tmp_path / "damaged" / "experiment_state-*.json"))
+    for snapshot in glob.glob(str(tmp_path / "damaged" / ".tunelib-readback-*")):
+        os.remove(snapshot)
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(raw[: len(raw) * 2 // 3])   # a disk that filled up mid-write
+    with pytest.raises(tune.TuneError, match="experiment_state-.*is not valid JSON"):
+        ExperimentAnalysis(str(tmp_path / "damaged"))

@@ -663,6 +663,50 @@ def _json_field(value: Any) -> Any:
     return value or {}
 
 
+_STATE_HEAD = re.compile(r'\s*\{\s*"trial_data"\s*:\s*\[\s*')
+_NEXT_ENTRY = re.compile(r'\s*([,\]])\s*')
+
+
+def parse_state(raw: bytes) -> Dict[str, Any]:
+    """An ``experiment_state-*.json`` file's content as ``json.loads`` gives it, except
+    that ``"trial_data"`` is an iterator that parses its entries one at a time (10,000
+    trials: 88 MB of text, held whole by ``json.loads`` beside the bytes and the text
+    decoded from them, with every entry's strings on top). The rest of the state is
+    checked when the entries are used up. ``json.JSONDecodeError`` where it is not JSON;
+    a state whose keys come in another order (neither Ray nor tunelib writes one) is
+    parsed whole."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return json.loads(raw)
+    del raw
+    head = _STATE_HEAD.match(text)
+    if head is None:
+        return json.loads(text)
+    state: Dict[str, Any] = {}
+    state["trial_data"] = _state_entries(text, head.end(), state)
+    return state
+
+
+def _state_entries(text: str, pos: int, state: Dict[str, Any]) -> Iterator[Any]:
+    decode = json.JSONDecoder().raw_decode
+    if not text.startswith("]", pos):
+        while True:
+            entry, pos = decode(text, pos)
+            yield entry
+            sep = _NEXT_ENTRY.match(text, pos)
+            if sep is None:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+            pos = sep.end()
+            if sep.group(1) == "]":
+                break
+    else:
+        pos += 1
+    rest = json.loads('{"trial_data": []' + text[pos:])   # runner_data, stats: small
+    rest.pop("trial_data")
+    state.update(rest)
+
+
 def index_from_trial_id(trial_id: str) -> int:
     """``<prefix>_00007`` -> 7 (the trial's number in creation order; 0 when absent)."""
     _, sep, tail = trial_id.rpartition("_")
@@ -676,7 +720,8 @@ def trials_from_state(state: Dict[str, Any], keep: Optional[Sequence[str]] = Non
 
     ``keep``: only these keys of each runtime are returned, and each entry of
     ``state["trial_data"]`` is let go of once read (reading 10,000 trials held ~20 KB of
-    parsed JSON a trial at once otherwise)."""
+    parsed JSON a trial at once otherwise); ``state["trial_data"]`` may be an iterator
+    (:func:`parse_state`)."""
     from tunelib import _ray_compat
     from tunelib._lifecycle import TrialStatus
     from tunelib.trial import Trial
@@ -684,8 +729,9 @@ def trials_from_state(state: Dict[str, Any], keep: Optional[Sequence[str]] = Non
     out = []
     unpickled_failures: List[Tuple[str, BaseException]] = []
     entries = state.get("trial_data", [])
+    let_go = keep is not None and isinstance(entries, list)
     for i, pair in enumerate(entries):
-        if keep is not None:
+        if let_go:
             entries[i] = None
         t = _json_field(pair[0])
         rt = _json_field(pair[1]) if len(pair) > 1 else {}

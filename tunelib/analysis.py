@@ -152,15 +152,15 @@ class ExperimentAnalysis:
             raw = storage.read_bytes(self._fs, self._experiment_json_fs_path)
             self._state_read = _readback.fingerprint(raw)
             try:
-                state = json.loads(raw)
-            except ValueError as e:
+                # entry by entry, and only what is read later of each runtime state (the
+                # rest, ~20 KB a trial as parsed JSON, was kept for nothing)
+                state = _layout.parse_state(raw)
+                del raw
+                pairs = _layout.trials_from_state(state, keep=_RUNTIME_READ)
+            except json.JSONDecodeError as e:
                 raise TuneError(
                     f"Experiment state file {self._experiment_json_fs_path} is not valid JSON: {e}"
                 ) from e
-            del raw
-            # only what is read later of each runtime state (the rest, ~20 KB a trial as
-            # parsed JSON, was kept for nothing)
-            pairs = _layout.trials_from_state(state, keep=_RUNTIME_READ)
             del state
             trials = [t for t, _ in pairs]
             self._runtime = {t.trial_id: rt for t, rt in pairs}
