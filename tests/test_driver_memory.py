@@ -59,8 +59,15 @@ def test_finished_trials_keep_rays_statistics(tmp_path, monkeypatch):
 
 
 def test_a_packed_analysis_goes_on_as_the_original(tmp_path):
+    import pickle
+
     original = expected_analysis()
     packed = MetricAnalysis.packed(expected_analysis())
+    through = packed.read_through()   # what a state entry is encoded from: it stays packed
+    assert packed.is_packed and through.stats == original.stats
+    assert through.ray_windows() == original.ray_windows()
+    copied = pickle.loads(pickle.dumps(packed))   # a Trial pickled whole (a trainable's)
+    assert copied.stats == original.stats and copied.windows == original.windows
     for analysis in (original, packed):
         analysis.update({"loss": 100.0, "training_iteration": 8})
     assert packed.stats == original.stats and packed.ray_windows() == original.ray_windows()

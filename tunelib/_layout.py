@@ -507,18 +507,19 @@ class _Later(MetricAnalysis):
         stats, windows = self._source()
         return MetricAnalysis(stats, windows=windows)
 
-    def __getstate__(self) -> Dict[str, Any]:   # pickled unpacked (a lambda holds the pack)
+    def __getstate__(self) -> Dict[str, Any]:   # pickled unpacked, not as its source
         return {name: getattr(self, name) for name in self._FIELDS}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
 
 def _unpack(blob: bytes) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The source of a packed ``MetricAnalysis`` (``MetricAnalysis.packed``)."""
     import pickle
     import zlib
 
     return pickle.loads(zlib.decompress(blob))
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
 
 # trial -> (its config, that config pickled): the state is saved every few seconds, and a
