@@ -168,3 +168,33 @@ def test_finished_entries_live_in_a_temporary_file(monkeypatch):
         assert len(entries) == 2
         entries.close()
         assert entries.get("t2", ("ERROR", 2)) is None and len(entries) == 0
+
+
+def test_finished_entries_go_to_memory_when_the_temporary_directory_fills_up(
+        monkeypatch, tmp_path, caplog):
+    """What was written stays readable or is encoded again (``get`` answers None); later
+    entries are kept in memory."""
+    import errno
+    import io
+    import tempfile
+
+    from tunelib._finished_entries import FinishedEntries
+
+    class FillsUp(io.BufferedRandom):
+        room = 2
+
+        def write(self, data):
+            if FillsUp.room == 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            FillsUp.room -= 1
+            return super().write(data)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **kw: FillsUp(
+        io.FileIO(str(tmp_path / "spill"), "w+b")))
+    entries = FinishedEntries()
+    for k in range(4):
+        entries.put(f"t{k}", k, f"[{k}]")
+    assert "could not be written" in caplog.text and "No space left" in caplog.text
+    assert [entries.get(f"t{k}", k) for k in range(4)] == [None, None, "[2]", "[3]"]
+    entries.put("t0", 0, "[0]")
+    assert entries.get("t0", 0) == "[0]"

@@ -269,12 +269,15 @@ def test_a_state_is_parsed_entry_by_entry_as_json_loads_parses_it(tmp_path, no_p
     odd_order = b'{"runner_data": {"a": 1}, "trial_data": [[1, 2]]}'
     spaced = b' {\n "trial_data" : [ ["x", "y"] ,\n["z"] ] , "stats": {"start_time": 1.5} }\n'
     utf16 = '{"trial_data": [["é"]]}'.encode("utf-16")
-    for raw in (empty, odd_order, spaced, utf16):
+    utf16_no_bom = '{"trial_data": [["é"]]}'.encode("utf-16-le")   # valid UTF-8 too
+    bom = b"\xef\xbb\xbf" + spaced   # a state re-saved by an editor
+    for raw in (empty, odd_order, spaced, utf16, utf16_no_bom, bom):
         state = _layout.parse_state(raw)
         state["trial_data"] = list(state["trial_data"])
         assert state == json.loads(raw)
     for damaged in (b'{"trial_data": [["x"] ["y"]]}', b'{"trial_data": [["x"], ["y"',
-                    b'{"trial_data": [["x"]], "runner_data": {'):
+                    b'{"trial_data": [["x"]], "runner_data": {',
+                    b'{"trial_data": [["x"],\f["y"]]}'):   # a form feed is no JSON space
         with pytest.raises(json.JSONDecodeError):
             list(_layout.parse_state(damaged)["trial_data"])
 
@@ -286,7 +289,9 @@ def test_a_damaged_state_is_named_when_read(tmp_path, no_prefect):
         os.remove(snapshot)
     with open(path, "rb") as f:
         raw = f.read()
-    with open(path, "wb") as f:
-        f.write(raw[: len(raw) * 2 // 3])   # a disk that filled up mid-write
-    with pytest.raises(tune.TuneError, match="experiment_state-.*is not valid JSON"):
-        ExperimentAnalysis(str(tmp_path / "damaged"))
+    for damaged in (raw[: len(raw) * 2 // 3],        # a disk that filled up mid-write
+                    raw[:100] + b"\xff\xfe" + raw[102:]):   # not UTF-8
+        with open(path, "wb") as f:
+            f.write(damaged)
+        with pytest.raises(tune.TuneError, match="experiment_state-.*is not valid JSON"):
+            ExperimentAnalysis(str(tmp_path / "damaged"))

@@ -142,6 +142,21 @@ def test_fifo_chooses_pending_before_paused_in_submission_order():
     assert FIFOScheduler().choose_trial_to_run(ctl) is None
 
 
+def test_fifo_chooses_the_same_from_a_mock_controller():
+    """Users unit-test schedulers with ``MagicMock()`` controllers: FIFO reads their
+    ``get_trials()`` (only tunelib's own controller is scanned from its first unfinished
+    trial)."""
+    from unittest.mock import MagicMock
+
+    trials = make_trials(3)
+    trials[0].status, trials[1].status, trials[2].status = TERMINATED, PAUSED, PENDING
+    ctl = MagicMock()
+    ctl.get_trials.return_value = trials
+    assert FIFOScheduler().choose_trial_to_run(ctl) is trials[2]
+    trials[2].status = TERMINATED
+    assert FIFOScheduler().choose_trial_to_run(ctl) is trials[1]
+
+
 def test_fifo_always_continues():
     sched = FIFOScheduler()
     trials, ctl = added(sched, 1)

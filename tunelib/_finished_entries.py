@@ -6,7 +6,8 @@ it once; holding those encodings in memory was most of what the driver kept per 
 (~9 KB of JSON a trial, ~2.3 KB compressed: 23 MB at 10,000 trials). Here they are
 compressed into an anonymous temporary file (gone with the process, killed or not); the
 driver keeps ~100 bytes a trial: the entry's key, where it lies, its length. A temporary
-directory that cannot be written keeps them in memory instead, as before.
+directory that cannot be written (or fills up) keeps them in memory instead, as before; an
+entry that cannot be read back is encoded again by the caller (``get`` answers None).
 
 Example::
 
@@ -51,27 +52,51 @@ class FinishedEntries:
         """Keep ``entry`` for ``trial_id`` (replacing what was kept: its bytes stay in the
         file, which only grows when a finished trial changes, e.g. a checkpoint deleted)."""
         blob = zlib.compress(entry.encode(), 1)
-        f = self._open()
-        f.seek(self._end)
+        try:
+            at = self._append(blob)
+        except OSError as exc:   # the temporary directory filled up: memory from now on
+            log.warning("Keeping finished trials' state entries in memory: the temporary "
+                        "file %s could not be written (%s).",
+                        getattr(self._file, "name", "?"), exc)
+            self._let_go_of_file()
+            self._file = io.BytesIO()
+            at = self._append(blob)
+        self._index[trial_id] = (key, at, len(blob))   # last: an interrupt leaves no index
+
+    def _append(self, blob: bytes) -> int:
+        f, at = self._open(), self._end
+        f.seek(at)
         f.write(blob)
-        self._index[trial_id] = (key, self._end, len(blob))
-        self._end += len(blob)
+        f.flush()
+        self._end = at + len(blob)
+        return at
 
     def get(self, trial_id: str, key: Hashable) -> Optional[str]:
-        """The entry kept for ``trial_id`` with ``key``, else None."""
+        """The entry kept for ``trial_id`` with ``key``, else None (also when it cannot be
+        read back)."""
         found = self._index.get(trial_id)
         if found is None or found[0] != key or self._file is None:
             return None
-        self._file.seek(found[1])
-        return zlib.decompress(self._file.read(found[2])).decode()
+        try:
+            self._file.seek(found[1])
+            return zlib.decompress(self._file.read(found[2])).decode()
+        except (OSError, zlib.error) as exc:
+            log.debug("finished entry of %s not read back: %s", trial_id, exc)
+            return None
 
     def __len__(self) -> int:
         return len(self._index)
 
     def close(self) -> None:
         """Let the entries go (the state is saved for good)."""
+        self._let_go_of_file()
+
+    def _let_go_of_file(self) -> None:
         self._index.clear()
         self._end = 0
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass
             self._file = None

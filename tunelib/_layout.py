@@ -664,8 +664,9 @@ def _json_field(value: Any) -> Any:
     return value or {}
 
 
-_STATE_HEAD = re.compile(r'\s*\{\s*"trial_data"\s*:\s*\[\s*')
-_NEXT_ENTRY = re.compile(r'\s*([,\]])\s*')
+_WS = r"[ \t\n\r]*"   # JSON's whitespace
+_STATE_HEAD = re.compile(_WS + r'\{' + _WS + r'"trial_data"' + _WS + ":" + _WS + r"\[" + _WS)
+_NEXT_ENTRY = re.compile(_WS + r"([,\]])" + _WS)
 
 
 def parse_state(raw: bytes) -> Dict[str, Any]:
@@ -673,17 +674,17 @@ def parse_state(raw: bytes) -> Dict[str, Any]:
     that ``"trial_data"`` is an iterator that parses its entries one at a time (10,000
     trials: 88 MB of text, held whole by ``json.loads`` beside the bytes and the text
     decoded from them, with every entry's strings on top). The rest of the state is
-    checked when the entries are used up. ``json.JSONDecodeError`` where it is not JSON;
-    a state whose keys come in another order (neither Ray nor tunelib writes one) is
-    parsed whole."""
+    checked when the entries are used up. ``json.JSONDecodeError`` (or
+    ``UnicodeDecodeError``) where it is not JSON; a state that does not start with its
+    ``trial_data`` (keys in another order, a byte-order mark, UTF-16: neither Ray nor
+    tunelib writes one) is parsed whole, as ``json.loads`` parses it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return json.loads(raw)
-    del raw
     head = _STATE_HEAD.match(text)
     if head is None:
-        return json.loads(text)
+        return json.loads(raw)
     state: Dict[str, Any] = {}
     state["trial_data"] = _state_entries(text, head.end(), state)
     return state

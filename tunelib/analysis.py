@@ -157,7 +157,7 @@ class ExperimentAnalysis:
                 state = _layout.parse_state(raw)
                 del raw
                 pairs = _layout.trials_from_state(state, keep=_RUNTIME_READ)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise TuneError(
                     f"Experiment state file {self._experiment_json_fs_path} is not valid JSON: {e}"
                 ) from e

@@ -214,5 +214,6 @@ def _from_first_unfinished(tune_controller: SchedulerController) -> List[Trial]:
     """The trials a scan for a PENDING or PAUSED one must look at: tunelib's controller's
     from its first unfinished trial on (the finished head of a 10,000-trial experiment is
     neither; scanning it made every launch O(n)), any other controller's all of them."""
-    unfinished = getattr(tune_controller, "_unfinished", None)
-    return unfinished() if callable(unfinished) else tune_controller.get_trials()
+    if callable(getattr(type(tune_controller), "_unfinished", None)):  # not a Mock's
+        return tune_controller._unfinished()
+    return tune_controller.get_trials()
