@@ -39,32 +39,24 @@ class FinishedEntries:
         self._index: Dict[str, Tuple[Hashable, int, int]] = {}
         self._end = 0
 
-    def _open(self) -> IO[bytes]:
-        if self._file is None:
-            try:
-                self._file = tempfile.TemporaryFile(prefix="tunelib-state-")
-            except OSError as exc:
-                log.debug("finished trials' state entries stay in memory: %s", exc)
-                self._file = io.BytesIO()
-        return self._file
-
     def put(self, trial_id: str, key: Hashable, entry: str) -> None:
         """Keep ``entry`` for ``trial_id`` (replacing what was kept: its bytes stay in the
         file, which only grows when a finished trial changes, e.g. a checkpoint deleted)."""
         blob = zlib.compress(entry.encode(), 1)
         try:
             at = self._append(blob)
-        except OSError as exc:   # the temporary directory filled up: memory from now on
+        except OSError as exc:   # no temporary file, or its directory filled up
             log.warning("Keeping finished trials' state entries in memory: the temporary "
-                        "file %s could not be written (%s).",
-                        getattr(self._file, "name", "?"), exc)
+                        "directory could not be written (%s).", exc)
             self._let_go_of_file()
-            self._file = io.BytesIO()
+            self._file = io.BytesIO()   # what was in the file is encoded again when needed
             at = self._append(blob)
         self._index[trial_id] = (key, at, len(blob))   # last: an interrupt leaves no index
 
     def _append(self, blob: bytes) -> int:
-        f, at = self._open(), self._end
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="tunelib-state-")
+        f, at = self._file, self._end
         f.seek(at)
         f.write(blob)
         f.flush()
